@@ -1,0 +1,152 @@
+"""``PuppetDataModule``: (portrait, driving frame) pairs of procedural puppets, rendered on the fly.
+
+Every pair is a pure function of ``(seed, split, index)``, so validation and test are deterministic and
+any worker renders the same sample. Training and held-out identities are disjoint.
+
+Batch keys (``B`` pairs, images ``B×3×H×W`` float in ``[0, 1]``):
+    ``source``, ``driving``, ``target`` (what the animator should output: the driving frame in ``self``
+    mode; the source character in the driving pose in ``cross`` mode), ``source_params``/``driving_params``
+    (``B×P`` raw standard parameters), ``identity``/``driving_identity`` (``B`` int64), ``driving_regions``
+    (``B×H×W`` int64 region index, see :data:`datamodules.puppet.REGIONS`) and
+    ``source_keypoints``/``driving_keypoints`` (``B×K×2`` pixels, see :data:`datamodules.puppet.KEYPOINT_NAMES`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.parameters import default_parameters
+from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
+
+PairMode = Literal["self", "cross"]
+HELD_OUT_OFFSET = 1_000_000  # identity seeds of held-out characters start here
+
+
+@lru_cache(maxsize=4096)
+def _identity(seed: int) -> PuppetIdentity:
+    return PuppetIdentity.from_seed(seed)
+
+
+def _image(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+class PuppetPairs(Dataset):
+    """Pairs of puppet frames.
+
+    Args:
+        identities: identity seeds to draw characters from.
+        length: number of pairs.
+        image_size: square frame size in pixels.
+        seed: fixes every pair; the same ``(seed, index)`` always renders the same pair.
+        mode: ``"self"`` — source and driving are the same character in two random poses; ``"cross"`` —
+            source is character A's neutral frame, driving is character B in pose p, target is A in pose p.
+    """
+
+    def __init__(self, identities: list[int], length: int, image_size: int, seed: int, mode: PairMode = "self") -> None:
+        if mode == "cross" and len(identities) < 2:
+            raise ValueError(f"cross-identity pairs need at least 2 identities, got {len(identities)}")
+        if length < 1:
+            raise ValueError(f"length must be positive, got {length}")
+        self.identities, self.length, self.image_size, self.seed, self.mode = identities, length, image_size, seed, mode
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        picks = rng.choice(len(self.identities), size=2, replace=False) if self.mode == "cross" else [rng.integers(len(self.identities))] * 2
+        source_id, driving_id = (self.identities[int(i)] for i in picks)
+        driving_params = sample_parameters(rng)
+        source_params = default_parameters() if self.mode == "cross" else sample_parameters(rng)
+        source = render_puppet(_identity(source_id), source_params, self.image_size)
+        driving = render_puppet(_identity(driving_id), driving_params, self.image_size)
+        target = driving if self.mode == "self" else render_puppet(_identity(source_id), driving_params, self.image_size)
+        return {
+            "source": _image(source.image),
+            "driving": _image(driving.image),
+            "target": _image(target.image),
+            "source_params": torch.from_numpy(source_params),
+            "driving_params": torch.from_numpy(driving_params),
+            "identity": torch.tensor(source_id, dtype=torch.int64),
+            "driving_identity": torch.tensor(driving_id, dtype=torch.int64),
+            "driving_regions": torch.from_numpy(driving.regions).long(),
+            "source_keypoints": torch.from_numpy(source.keypoints),
+            "driving_keypoints": torch.from_numpy(driving.keypoints),
+        }
+
+
+class PuppetDataModule(L.LightningDataModule):
+    """Procedural anime-face puppets: the embedded default data, no downloads.
+
+    Args:
+        image_size: square frame size in pixels (linked to the model's ``image_size`` by the CLI).
+        batch_size: pairs per batch.
+        num_workers: DataLoader worker processes (0 renders in the training process).
+        train_identities: number of training characters.
+        held_out_identities: number of held-out characters used for validation and test.
+        train_pairs: pairs per training epoch.
+        val_pairs: validation pairs (deterministic).
+        test_pairs: test pairs (deterministic).
+        val_mode: pair mode for validation (``"self"`` or ``"cross"``).
+        test_mode: pair mode for test and predict.
+        seed: fixes characters and pairs.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        train_identities: int = 512,
+        held_out_identities: int = 32,
+        train_pairs: int = 20000,
+        val_pairs: int = 64,
+        test_pairs: int = 256,
+        val_mode: PairMode = "self",
+        test_mode: PairMode = "cross",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if image_size < 16:
+            raise ValueError(f"image_size must be at least 16, got {image_size}")
+        self.save_hyperparameters()
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        train = list(range(train_identities))
+        held_out = list(range(HELD_OUT_OFFSET, HELD_OUT_OFFSET + held_out_identities))
+        self.train_set = PuppetPairs(train, train_pairs, image_size, seed, "self")
+        self.val_set = PuppetPairs(held_out, val_pairs, image_size, seed + 1, val_mode)
+        self.test_set = PuppetPairs(held_out, test_pairs, image_size, seed + 2, test_mode)
+
+    @property
+    def channels(self) -> int:
+        """Image channels (RGB)."""
+        return 3
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

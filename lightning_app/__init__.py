@@ -1,0 +1,1 @@
+"""The application: LightningCLI subclass, checkpoint handling and the project's commands."""

@@ -1,0 +1,65 @@
+"""Checkpoint files: atomic saving, and checks that turn a bad file into a clear error before torch reads it."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightning_app.files import atomic_open
+from modules.errors import CheckpointError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpointing, written to a temporary file and renamed into place.
+
+    A crash while saving leaves the previous checkpoint (e.g. ``last.ckpt``) intact instead of a truncated file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
+        with atomic_open(path, "wb") as handle:
+            torch.save(checkpoint, handle)
+
+
+def verify_checkpoint(path: str | Path) -> Path:
+    """Check that ``path`` is a complete, uncorrupted torch checkpoint archive without unpickling it.
+
+    Reads the zip directory and the CRC of every member, so a truncated or bit-flipped file is caught.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong with it.
+    """
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {str(file)!r} is not a file")
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(file)!r} is empty (0 bytes)")
+    if not zipfile.is_zipfile(file):
+        raise CheckpointError(
+            f"checkpoint {str(file)!r} is truncated or not a torch checkpoint (no complete zip archive; "
+            f"{file.stat().st_size} bytes) — was it copied or written only in part?"
+        )
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {str(file)!r} is corrupt: {exc}") from exc
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {str(file)!r} is corrupt: member {bad!r} fails its CRC check")
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        raise CheckpointError(f"checkpoint {str(file)!r} is a zip archive but not a torch checkpoint (no data.pkl)")
+    return file
+
+
+def find_last_checkpoint(root: str | Path) -> Path | None:
+    """The most recently written ``last*.ckpt`` below ``root`` (a logger's root folder), or ``None``."""
+    candidates = [p for p in Path(root).glob("**/checkpoints/last*.ckpt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)

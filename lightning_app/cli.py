@@ -1,0 +1,77 @@
+"""``AnimatorCLI``: the LightningCLI of this project (``python cli.py fit|validate|test|predict --config ...``).
+
+The model is always :class:`~modules.AnimatorModule`; its descriptor, backbone, adapter and optimizer, the
+DataModule, the callbacks and the loggers are chosen by ``class_path``/``init_args``. The data's
+``image_size`` and ``channels`` are linked into the model, so they are set once, under ``data``.
+``configs/trainer/default.yaml`` and ``configs/data/puppet.yaml`` are loaded first as defaults for every
+subcommand; a ``--config`` given later overrides them.
+
+Errors the user can fix (missing weights, a bad checkpoint) are printed as one message without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_app.checkpoints import find_last_checkpoint, verify_checkpoint
+from modules.animator_module import AnimatorModule
+from modules.errors import CheckpointError, UserFacingError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIGS = [str(CONFIG_DIR / "trainer" / "default.yaml"), str(CONFIG_DIR / "data" / "puppet.yaml")]
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class AnimatorCLI(LightningCLI):
+    """LightningCLI for the AnimatorModule with linked data/model settings and checked checkpoints."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        parser_kwargs = {name: {"default_config_files": DEFAULT_CONFIGS} for name in SUBCOMMANDS}
+        super().__init__(
+            AnimatorModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            parser_kwargs=kwargs.pop("parser_kwargs", parser_kwargs),
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.init_args.image_size", "model.image_size")
+        parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
+
+    def _check_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last`` across runs and verify an explicit checkpoint before Lightning reads it."""
+        config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            logger = self.trainer.logger
+            root = getattr(logger, "root_dir", None) if logger is not None else None
+            found = find_last_checkpoint(root) if root else None
+            if found is None:
+                raise CheckpointError(
+                    f"--ckpt_path last: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead"
+                )
+            rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
+            ckpt_path = str(found)
+        if ckpt_path not in (None, "best", "hpc", "registry"):
+            config["ckpt_path"] = str(verify_checkpoint(ckpt_path))
+
+    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: run the CLI, printing user-facing errors as ``error: ...`` with exit status 2."""
+    try:
+        AnimatorCLI(args=args)
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,147 @@
+"""``AnimatorModule``: the LightningModule that composes descriptor, optional adapter and backbone.
+
+Training step, for a batch of (portrait ``source``, ``driving`` frame) pairs of the same character::
+
+    motion_src, motion_drv = descriptor(source), descriptor(driving)
+    prediction             = backbone(source, motion_src, motion_drv)      # should equal driving
+    identity               = backbone(source, motion_src, motion_src)      # should equal source
+
+and the weighted loss terms of :class:`~modules.losses.LossWeights`. Validation and test score the clamped
+prediction against ``batch["target"]`` (the driving frame in self-reenactment, the ground-truth frame in
+cross-identity pairs) with torchmetrics' L1, PSNR and SSIM.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanAbsoluteError, MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from modules.backbones.base import BackboneFactory
+from modules.descriptors.base import Motion, MotionDescriptor
+from modules.errors import UserFacingError
+from modules.losses import (
+    LossWeights,
+    MotionLossKind,
+    PerceptualLoss,
+    descriptor_delta_loss,
+    residual_tv_loss,
+    rgb_residual_motion_loss,
+)
+
+
+class AnimatorModule(LightningModule):
+    """Animate a portrait from driving motion.
+
+    Args:
+        descriptor: the motion descriptor (frames → :class:`Motion`).
+        backbone: the animator backbone, built here for the descriptor's :class:`MotionSpec` and ``channels``.
+        adapter: optional module mapping another motion source (e.g. human face landmarks) into this
+            descriptor's space; it is saved with the model and not trained by this module's loss.
+        image_size: frame size the model is trained at (linked from the data).
+        channels: image channels (linked from the data).
+        losses: weight of each loss term.
+        motion_loss: ``"descriptor_delta"`` (descriptor(prediction) vs descriptor(driving), as deltas from the
+            source) or ``"rgb_residual"`` (blurred RGB residuals, the older form kept for comparison).
+        rgb_blur_sigma: Gaussian sigma in pixels for ``"rgb_residual"``.
+        perceptual_weights: VGG-16 weights file; needed when ``losses.perceptual > 0``.
+        optimizer: optimizer class with its settings (AdamW by default); the schedule lives in a callback.
+    """
+
+    def __init__(
+        self,
+        descriptor: MotionDescriptor,
+        backbone: BackboneFactory,
+        adapter: nn.Module | None = None,
+        image_size: int = 128,
+        channels: int = 3,
+        losses: LossWeights = LossWeights(),
+        motion_loss: MotionLossKind = "descriptor_delta",
+        rgb_blur_sigma: float = 2.0,
+        perceptual_weights: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.descriptor = descriptor
+        self.backbone = backbone(descriptor.spec, channels)
+        self.adapter = adapter
+        self.image_size, self.channels = image_size, channels
+        self.losses, self.motion_loss, self.rgb_blur_sigma = losses, motion_loss, rgb_blur_sigma
+        if losses.perceptual > 0 and perceptual_weights is None:
+            raise UserFacingError(
+                f"losses.perceptual={losses.perceptual} needs VGG-16 weights: set model.perceptual_weights to a local "
+                "torchvision vgg16 state dict, or set losses.perceptual=0"
+            )
+        self.perceptual = PerceptualLoss(perceptual_weights) if losses.perceptual > 0 else None
+        self._optimizer_factory = optimizer
+        metrics = MetricCollection(
+            {"l1": MeanAbsoluteError(), "psnr": PeakSignalNoiseRatio(data_range=1.0), "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)}
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def describe(self, frames: Tensor) -> Motion:
+        """Descriptor of ``frames`` ``B×3×H×W`` in ``[0, 1]``; no graph is kept for a frozen descriptor."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.descriptor.trainable):
+            return self.descriptor(frames)
+
+    def forward(self, source: Tensor, driving: Tensor) -> Tensor:
+        """Animate ``source`` to the pose of ``driving`` (both ``B×3×H×W`` in ``[0, 1]``); unclamped."""
+        motion = self.describe(torch.cat([source, driving]))
+        batch = source.shape[0]
+        return self.backbone(source, motion[:batch], motion[batch:])
+
+    def compute_losses(self, source: Tensor, driving: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Loss terms (unweighted, by name) and the animated prediction for a batch of pairs."""
+        batch, weights = source.shape[0], self.losses
+        motion = self.describe(torch.cat([source, driving]))
+        m_src, m_drv = motion[:batch], motion[batch:]
+        if weights.identity > 0:
+            out = self.backbone(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
+            prediction, identity = out[:batch], out[batch:]
+        else:
+            prediction, identity = self.backbone(source, m_src, m_drv), None
+        terms = {"reconstruction": F.l1_loss(prediction, driving)}
+        if identity is not None:
+            terms["identity"] = F.l1_loss(identity, source)
+        if weights.tv > 0:
+            terms["tv"] = residual_tv_loss(prediction, source)
+        if weights.motion > 0:
+            if self.motion_loss == "descriptor_delta":
+                terms["motion"] = descriptor_delta_loss(self.descriptor.describe_frozen(prediction), m_drv, m_src)
+            else:
+                terms["motion"] = rgb_residual_motion_loss(prediction, driving, source, self.rgb_blur_sigma)
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(prediction, driving)
+        return terms, prediction
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        terms, _ = self.compute_losses(batch["source"], batch["driving"])
+        total = sum(getattr(self.losses, name) * value for name, value in terms.items())
+        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=batch["source"].shape[0])
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch["source"].shape[0])
+        return total
+
+    def _score(self, batch: dict[str, Tensor], metrics: MetricCollection) -> dict[str, Tensor]:
+        prediction = self(batch["source"], batch["driving"]).clamp(0.0, 1.0)
+        metrics.update(prediction, batch.get("target", batch["driving"]))
+        self.log_dict(metrics, prog_bar=metrics is self.val_metrics, batch_size=prediction.shape[0])
+        return {"prediction": prediction}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._score(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._score(batch, self.test_metrics)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self(batch["source"], batch["driving"]).clamp(0.0, 1.0)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self._optimizer_factory([p for p in self.parameters() if p.requires_grad])
+

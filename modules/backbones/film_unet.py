@@ -1,0 +1,123 @@
+"""``FiLMUNet``: a residual U-Net whose blocks are modulated (FiLM) by a portrait embedding and the motion."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modules.backbones.base import AnimatorBackbone
+from modules.descriptors.base import Motion, MotionSpec
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class FiLMResBlock(nn.Module):
+    """Pre-activation residual block; ``γ, β`` from the conditioning vector scale and shift its first norm.
+
+    The FiLM projection starts at zero, so an untrained block is a plain residual block.
+    """
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = _group_norm(channels), _group_norm(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        gamma, beta = self.film(cond)[:, :, None, None].chunk(2, dim=1)
+        h = self.conv1(F.silu(self.norm1(x) * (1.0 + gamma) + beta))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class PortraitEncoder(nn.Module):
+    """Portrait ``B×C'×h×w`` → identity embedding ``B×embed_dim`` (strided convs, global average pool)."""
+
+    def __init__(self, in_channels: int, width: int, embed_dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), _group_norm(out), nn.SiLU(inplace=True)]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.proj = nn.Linear(channels, embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.features(x).mean(dim=(-2, -1)))
+
+
+class FiLMUNet(AnimatorBackbone):
+    """Residual U-Net animator with FiLM conditioning.
+
+    The source is folded to half resolution (pixel unshuffle), joined with the source and driving motion maps
+    (if the descriptor has them), encoded and decoded by FiLM residual blocks, and unfolded into a residual that
+    is added to the source. Every block is conditioned on ``[portrait embedding, motion embedding]``, where the
+    motion embedding comes from the source and driving descriptor vectors. The output layer starts at zero, so
+    an untrained network returns the source unchanged.
+
+    Args:
+        motion: what the descriptor emits (given by the AnimatorModule).
+        channels: image channels (given by the AnimatorModule, linked from the data).
+        width: channels at the first level (doubling per level, capped at ``4·width``).
+        depth: number of downsamplings after the half-resolution fold.
+        embed_dim: size of the portrait and of the motion embedding.
+        motion_map_channels: channels the motion maps are projected to before joining the image.
+    """
+
+    def __init__(
+        self,
+        motion: MotionSpec,
+        channels: int = 3,
+        width: int = 32,
+        depth: int = 3,
+        embed_dim: int = 128,
+        motion_map_channels: int = 16,
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.channels, self.depth = channels, depth
+        folded = 4 * channels
+        self.portrait = PortraitEncoder(folded, width, embed_dim)
+        self.motion_mlp = nn.Sequential(nn.Linear(2 * motion.vector_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
+        self.map_proj = nn.Conv2d(2 * motion.map_channels, motion_map_channels, 1) if motion.map_channels else None
+        cond = 2 * embed_dim
+        widths = [width * 2 ** min(i, 2) for i in range(depth + 1)]
+        self.stem = nn.Conv2d(folded + (motion_map_channels if motion.map_channels else 0), widths[0], 3, padding=1)
+        self.enc_blocks = nn.ModuleList(FiLMResBlock(w, cond) for w in widths[:-1])
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.mid = FiLMResBlock(widths[-1], cond)
+        self.ups = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.merges = nn.ModuleList(nn.Conv2d(2 * w, w, 1) for w in widths[:-1])
+        self.dec_blocks = nn.ModuleList(FiLMResBlock(w, cond) for w in widths[:-1])
+        self.head = nn.Sequential(_group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], folded, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+        height, width = source.shape[-2:]
+        factor = 2 ** (self.depth + 1)
+        if height % factor or width % factor:
+            raise ValueError(f"FiLMUNet with depth {self.depth} needs H and W divisible by {factor}, got {height}×{width}")
+        x = F.pixel_unshuffle(source, 2)
+        cond = torch.cat([self.portrait(x), self.motion_mlp(torch.cat([source_motion.vector, driving_motion.vector], 1))], 1)
+        if self.map_proj is not None:
+            maps = self.map_proj(torch.cat([source_motion.maps, driving_motion.maps], 1))
+            x = torch.cat([x, F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)], 1)
+        h = self.stem(x)
+        skips = []
+        for block, down in zip(self.enc_blocks, self.downs):
+            h = block(h, cond)
+            skips.append(h)
+            h = down(h)
+        h = self.mid(h, cond)
+        for up, merge, block, skip in zip(reversed(self.ups), reversed(self.merges), reversed(self.dec_blocks), reversed(skips)):
+            h = up(F.interpolate(h, size=skip.shape[-2:], mode="nearest"))
+            h = block(merge(torch.cat([h, skip], 1)), cond)
+        return source + F.pixel_shuffle(self.head(h), 2)

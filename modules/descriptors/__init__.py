@@ -1,0 +1,7 @@
+"""Motion descriptors: frames → :class:`Motion` (a flat vector and, where spatial, motion maps)."""
+
+from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
+from modules.descriptors.keypoints import KeypointDescriptor
+from modules.descriptors.vit import ViTDescriptor
+
+__all__ = ["KeypointDescriptor", "Motion", "MotionDescriptor", "MotionSpec", "ViTDescriptor"]

@@ -1,0 +1,94 @@
+"""The motion-descriptor interface every descriptor implements.
+
+A descriptor reads frames ``B×3×H×W`` in ``[0, 1]`` and describes their motion state as a :class:`Motion`:
+a flat ``B×D`` vector (used by the motion loss and for analysis) and, where the descriptor is spatial,
+``B×M×h×w`` maps that an animator backbone consumes. Keypoints, where a descriptor has them, are in
+normalised coordinates ``[-1, 1]`` (x right, y down; -1 and 1 are the outer edges of the image, as in
+``grid_sample(align_corners=False)``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class MotionSpec:
+    """What a descriptor emits, so a backbone can be built for it.
+
+    Attributes:
+        vector_dim: ``D``, the length of the flat descriptor vector.
+        map_channels: ``M``, channels of the spatial motion maps; 0 when the descriptor gives none.
+    """
+
+    vector_dim: int
+    map_channels: int
+
+
+@dataclass
+class Motion:
+    """A batch of motion descriptions.
+
+    Attributes:
+        vector: ``B×D`` flat descriptor.
+        maps: ``B×M×h×w`` spatial motion maps, or ``None``.
+        keypoints: ``B×K×2`` keypoints in ``[-1, 1]``, or ``None``.
+    """
+
+    vector: Tensor
+    maps: Tensor | None = None
+    keypoints: Tensor | None = None
+
+    def __getitem__(self, index: slice) -> Motion:
+        """The descriptions of the batch items selected by ``index``."""
+        return Motion(
+            vector=self.vector[index],
+            maps=None if self.maps is None else self.maps[index],
+            keypoints=None if self.keypoints is None else self.keypoints[index],
+        )
+
+    @staticmethod
+    def cat(motions: list[Motion]) -> Motion:
+        """Concatenate along the batch dimension."""
+
+        def join(tensors: list[Tensor | None]) -> Tensor | None:
+            return None if tensors[0] is None else torch.cat(tensors, dim=0)  # type: ignore[arg-type]
+
+        return Motion(
+            vector=torch.cat([m.vector for m in motions], dim=0),
+            maps=join([m.maps for m in motions]),
+            keypoints=join([m.keypoints for m in motions]),
+        )
+
+
+class MotionDescriptor(nn.Module, ABC):
+    """Base class: frames ``B×3×H×W`` in ``[0, 1]`` → :class:`Motion`."""
+
+    @property
+    @abstractmethod
+    def spec(self) -> MotionSpec:
+        """Sizes of what :meth:`forward` returns."""
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any parameter of this descriptor is trained with the animator."""
+        return any(p.requires_grad for p in self.parameters())
+
+    @abstractmethod
+    def forward(self, frames: Tensor) -> Motion:
+        """Describe ``frames`` (``B×3×H×W``, ``[0, 1]``)."""
+
+    def describe_frozen(self, frames: Tensor) -> Motion:
+        """Describe ``frames`` with this descriptor's parameters held fixed.
+
+        Gradients flow to ``frames`` only, so a loss on the result (the motion loss on a prediction) trains
+        the animator without pulling the descriptor toward a trivial answer.
+        """
+        detached = {name: t.detach() for name, t in self.named_parameters()}
+        detached.update(dict(self.named_buffers()))
+        return functional_call(self, detached, (frames,))

@@ -1,0 +1,77 @@
+"""``ViTDescriptor``: DINOv2 / timm ViT patch features pooled over facial regions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
+from modules.pretrained import create_pretrained_timm_model
+
+
+class ViTDescriptor(MotionDescriptor):
+    """Patch tokens of a timm ViT, average-pooled over a ``grid×grid`` layout of face regions.
+
+    Args:
+        model_name: any timm ViT; the default is DINOv2 ViT-S/14.
+        pretrained: load pretrained weights (timm's hub path, or ``weights_path``); ``False`` is random init
+            for smoke tests.
+        weights_path: local weights file used instead of the hub (see :func:`create_pretrained_timm_model`).
+        input_size: frames are resized to ``input_size²`` (a multiple of the patch size).
+        grid: regions per side (fixed grid; semantic regions replace it where face maps exist).
+        frozen: keep the ViT's weights fixed (default) — it is then in eval mode and gets no gradients.
+        projection_dim: if set, a trainable 1×1 projection of the pooled features to this many channels.
+
+    Returns (from ``forward``): ``maps`` ``B×C×grid×grid`` (C = embed dim or ``projection_dim``), ``vector``
+    ``B×(C·grid²)`` (the maps flattened).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "vit_small_patch14_dinov2.lvd142m",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        input_size: int = 112,
+        grid: int = 4,
+        frozen: bool = True,
+        projection_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.vit = create_pretrained_timm_model(model_name, pretrained, weights_path, num_classes=0, img_size=input_size)
+        patch = self.vit.patch_embed.patch_size[0]
+        if input_size % patch:
+            raise ValueError(f"input_size {input_size} must be a multiple of {model_name}'s patch size {patch}")
+        if not 1 <= grid <= input_size // patch:
+            raise ValueError(f"grid must be between 1 and {input_size // patch} patches, got {grid}")
+        self.input_size, self.grid, self.frozen = input_size, grid, frozen
+        self.vit.requires_grad_(not frozen)
+        config = self.vit.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        embed_dim = self.vit.num_features
+        self.projection = nn.Conv2d(embed_dim, projection_dim, 1) if projection_dim else None
+        self.channels = projection_dim or embed_dim
+
+    @property
+    def spec(self) -> MotionSpec:
+        return MotionSpec(vector_dim=self.channels * self.grid**2, map_channels=self.channels)
+
+    def train(self, mode: bool = True) -> ViTDescriptor:
+        super().train(mode)
+        if self.frozen:
+            self.vit.eval()
+        return self
+
+    def patch_features(self, frames: Tensor) -> Tensor:
+        """Patch tokens as a map ``B×C×(input_size/patch)²`` for frames ``B×3×H×W`` in ``[0, 1]``."""
+        x = F.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
+        tokens = self.vit.forward_features((x - self.mean) / self.std)[:, self.vit.num_prefix_tokens :]
+        side = self.input_size // self.vit.patch_embed.patch_size[0]
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+    def forward(self, frames: Tensor) -> Motion:
+        pooled = F.adaptive_avg_pool2d(self.patch_features(frames), self.grid)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        return Motion(vector=pooled.flatten(1), maps=pooled)

@@ -1,0 +1,113 @@
+"""Loss terms of the animator: functional forms (shapes and ranges in each docstring) and their weights.
+
+All images are ``B×C×H×W`` in ``[0, 1]``; every function returns a scalar averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from kornia.filters import gaussian_blur2d
+from kornia.losses import total_variation
+from torch import Tensor, nn
+
+from modules.descriptors.base import Motion
+from modules.errors import PretrainedWeightsError
+
+MotionLossKind = Literal["descriptor_delta", "rgb_residual"]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each loss term; a term with weight 0 is not computed.
+
+    Attributes:
+        reconstruction: L1 between prediction and driving frame (the primary term).
+        identity: L1 between the source driven by its own motion and the source.
+        tv: total variation of the predicted residual (prediction − source).
+        motion: motion loss (see ``AnimatorModule.motion_loss``).
+        perceptual: VGG feature loss; needs ``perceptual_weights``.
+    """
+
+    reconstruction: float = 1.0
+    identity: float = 0.5
+    tv: float = 0.01
+    motion: float = 0.1
+    perceptual: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 0:
+                raise ValueError(f"loss weight {name} must be non-negative, got {value}")
+
+
+def residual_tv_loss(prediction: Tensor, source: Tensor) -> Tensor:
+    """Mean absolute total variation per pixel of the residual ``prediction − source``."""
+    return total_variation(prediction - source, reduction="mean").mean()
+
+
+def descriptor_delta_loss(predicted: Motion, driving: Motion, source: Motion) -> Tensor:
+    """Mean squared error between motion deltas: ``(pred − src)`` against ``(drv − src)`` on descriptor vectors.
+
+    ``driving`` and ``source`` are targets (detached); gradients reach the prediction through ``predicted``.
+    """
+    src = source.vector.detach()
+    return F.mse_loss(predicted.vector - src, driving.vector.detach() - src)
+
+
+def rgb_residual_motion_loss(prediction: Tensor, driving: Tensor, source: Tensor, sigma: float) -> Tensor:
+    """The older motion loss: L1 between Gaussian-blurred RGB residuals ``pred − src`` and ``drv − src``."""
+    kernel = 2 * int(3 * sigma) + 1
+    blur = lambda x: gaussian_blur2d(x, (kernel, kernel), (sigma, sigma))  # noqa: E731
+    return F.l1_loss(blur(prediction - source), blur(driving - source))
+
+
+class PerceptualLoss(nn.Module):
+    """L1 between shallow VGG-16 features (relu1_2 and relu2_2) of prediction and target.
+
+    Args:
+        weights_path: torchvision VGG-16 state dict (``vgg16-397923af.pth`` from torchvision's model zoo or any
+            file with ``features.N.weight``/``features.N.bias`` keys for the first two blocks).
+
+    Raises:
+        PretrainedWeightsError: the file is missing or lacks the needed keys.
+    """
+
+    _LAYERS = 9  # conv1_1 … relu2_2 of torchvision's VGG-16 'features'
+    _TAPS = (3, 8)
+
+    def __init__(self, weights_path: str) -> None:
+        super().__init__()
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"perceptual loss weights {str(path)!r} do not exist (a torchvision VGG-16 state dict)")
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])[: self._LAYERS]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        wanted = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        missing = [k for k in features.state_dict() if k not in wanted]
+        if missing:
+            raise PretrainedWeightsError(f"perceptual loss weights {str(path)!r} lack VGG-16 keys: features.{', features.'.join(missing)}")
+        features.load_state_dict({k: wanted[k] for k in features.state_dict()})
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        x = (torch.cat([prediction, target]) - self.mean) / self.std
+        loss = x.new_zeros(())
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self._TAPS:
+                pred, tgt = x.chunk(2)
+                loss = loss + F.l1_loss(pred, tgt)
+        return loss

@@ -1,0 +1,49 @@
+"""Creating timm models with pretrained weights from a local file or timm's normal hub path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from modules.errors import PretrainedWeightsError
+
+
+def create_pretrained_timm_model(name: str, pretrained: bool, weights_path: str | None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with weights that are either local, fetched through timm, or random.
+
+    Args:
+        name: a timm model name, e.g. ``vit_small_patch14_dinov2.lvd142m``.
+        pretrained: load pretrained weights; ``False`` gives random initialisation (for smoke tests).
+        weights_path: a local weights file (``.pth``, ``.bin`` or ``.safetensors`` state dict). When given it is
+            used through timm's own pretrained loader, so position embeddings are resized like a hub download.
+        **kwargs: passed to ``timm.create_model`` (``img_size``, ``num_classes``, ...).
+
+    Raises:
+        PretrainedWeightsError: the name is unknown, the file is missing, or the hub cannot be reached and no
+            file was given; the message names both ways to provide weights.
+    """
+    if not timm.is_model(name):
+        raise PretrainedWeightsError(f"unknown timm model {name!r} (see timm.list_models())")
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"weights file {str(path)!r} for {name} does not exist")
+        try:
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            raise PretrainedWeightsError(f"weights file {str(path)!r} does not fit {name}: {exc}") from exc
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # any failure to fetch: offline, blocked host, missing cache entry
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PretrainedWeightsError(
+            f"pretrained weights for {name} could not be loaded through timm's hub path ({reason}).\n"
+            f"Either go online once (timm downloads and caches them), or download the weights file and pass it "
+            f"with weights_path (e.g. --model.descriptor.init_args.weights_path=/path/to/model.safetensors).\n"
+            f"For a smoke test without weights use --model.descriptor.init_args.pretrained=false."
+        ) from exc
