@@ -55,9 +55,9 @@ class PortraitEncoder(nn.Module):
 class FiLMUNet(AnimatorBackbone):
     """Residual U-Net animator with FiLM conditioning.
 
-    The source is folded to half resolution (pixel unshuffle), joined with the source and driving motion maps
-    (if the descriptor has them), encoded and decoded by FiLM residual blocks, and unfolded into a residual that
-    is added to the source. Every block is conditioned on ``[portrait embedding, motion embedding]``, where the
+    The source is folded to ``1/fold`` resolution (pixel unshuffle: no detail is lost, it moves into channels),
+    joined with the source and driving motion maps (if the descriptor has them), encoded and decoded by FiLM
+    residual blocks, and unfolded (pixel shuffle) into a full-resolution residual that is added to the source. Every block is conditioned on ``[portrait embedding, motion embedding]``, where the
     motion embedding comes from the source and driving descriptor vectors. The output layer starts at zero, so
     an untrained network returns the source unchanged.
 
@@ -65,7 +65,8 @@ class FiLMUNet(AnimatorBackbone):
         motion: what the descriptor emits (given by the AnimatorModule).
         channels: image channels (given by the AnimatorModule, linked from the data).
         width: channels at the first level (doubling per level, capped at ``4·width``).
-        depth: number of downsamplings after the half-resolution fold.
+        depth: number of downsamplings after the fold.
+        fold: pixel-unshuffle factor of the input (2 or 4; 4 is about 4× cheaper at the same width).
         embed_dim: size of the portrait and of the motion embedding.
         motion_map_channels: channels the motion maps are projected to before joining the image.
     """
@@ -78,12 +79,15 @@ class FiLMUNet(AnimatorBackbone):
         depth: int = 3,
         embed_dim: int = 128,
         motion_map_channels: int = 16,
+        fold: int = 4,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self.channels, self.depth = channels, depth
-        folded = 4 * channels
+        if fold < 1:
+            raise ValueError(f"fold must be at least 1, got {fold}")
+        self.channels, self.depth, self.fold = channels, depth, fold
+        folded = fold * fold * channels
         self.portrait = PortraitEncoder(folded, width, embed_dim)
         self.motion_mlp = nn.Sequential(nn.Linear(2 * motion.vector_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
         self.map_proj = nn.Conv2d(2 * motion.map_channels, motion_map_channels, 1) if motion.map_channels else None
@@ -93,7 +97,7 @@ class FiLMUNet(AnimatorBackbone):
         self.enc_blocks = nn.ModuleList(FiLMResBlock(w, cond) for w in widths[:-1])
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
         self.mid = FiLMResBlock(widths[-1], cond)
-        self.ups = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.ups = nn.ModuleList(nn.Conv2d(b, a, 1) for a, b in zip(widths[:-1], widths[1:]))
         self.merges = nn.ModuleList(nn.Conv2d(2 * w, w, 1) for w in widths[:-1])
         self.dec_blocks = nn.ModuleList(FiLMResBlock(w, cond) for w in widths[:-1])
         self.head = nn.Sequential(_group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], folded, 3, padding=1))
@@ -102,10 +106,10 @@ class FiLMUNet(AnimatorBackbone):
 
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
         height, width = source.shape[-2:]
-        factor = 2 ** (self.depth + 1)
+        factor = self.fold * 2**self.depth
         if height % factor or width % factor:
             raise ValueError(f"FiLMUNet with depth {self.depth} needs H and W divisible by {factor}, got {height}×{width}")
-        x = F.pixel_unshuffle(source, 2)
+        x = F.pixel_unshuffle(source, self.fold)
         cond = torch.cat([self.portrait(x), self.motion_mlp(torch.cat([source_motion.vector, driving_motion.vector], 1))], 1)
         if self.map_proj is not None:
             maps = self.map_proj(torch.cat([source_motion.maps, driving_motion.maps], 1))
@@ -118,6 +122,6 @@ class FiLMUNet(AnimatorBackbone):
             h = down(h)
         h = self.mid(h, cond)
         for up, merge, block, skip in zip(reversed(self.ups), reversed(self.merges), reversed(self.dec_blocks), reversed(skips)):
-            h = up(F.interpolate(h, size=skip.shape[-2:], mode="nearest"))
+            h = F.interpolate(up(h), size=skip.shape[-2:], mode="nearest")
             h = block(merge(torch.cat([h, skip], 1)), cond)
-        return source + F.pixel_shuffle(self.head(h), 2)
+        return source + F.pixel_shuffle(self.head(h), self.fold)

@@ -35,7 +35,7 @@ class KeypointDescriptor(MotionDescriptor):
     def __init__(
         self,
         num_keypoints: int = 10,
-        width: int = 32,
+        width: int = 16,
         input_size: int = 64,
         temperature: float = 0.1,
         gaussian_std: float = 0.1,
