@@ -28,7 +28,7 @@ class MemoryMonitor(Callback):
     ``advise_fraction``, switch to ``bf16-mixed`` (``16-mixed`` where the GPU lacks bf16).
 
     Args:
-        interval: log every this many optimizer steps.
+        interval: log at the first step and then every this many optimizer steps.
         warn_fraction: peak fraction of device memory that triggers the one-time warning.
         advise_fraction: peak fraction above which mixed precision is advised.
         report_name: file name of the report in the run folder.
@@ -41,6 +41,7 @@ class MemoryMonitor(Callback):
         self.peak_bytes = 0
         self.warned = False
         self.report: dict[str, Any] | None = None
+        self._logged_at: int | None = None
 
     def measure(self, device: torch.device) -> dict[str, float]:
         """Current readings in MB, and the device's total memory, for ``device``."""
@@ -57,8 +58,9 @@ class MemoryMonitor(Callback):
         }
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step % self.interval:
+        if self._logged_at is not None and trainer.global_step - self._logged_at < self.interval:
             return
+        self._logged_at = trainer.global_step
         readings = self.measure(pl_module.device)
         peak_mb = readings.get("peak_reserved_mb", readings.get("peak_rss_mb", 0.0))
         self.peak_bytes = max(self.peak_bytes, int(peak_mb * _MB))

@@ -46,6 +46,7 @@ class ViTDescriptor(MotionDescriptor):
             raise ValueError(f"grid must be between 1 and {input_size // patch} patches, got {grid}")
         self.input_size, self.grid, self.frozen = input_size, grid, frozen
         self.vit.requires_grad_(not frozen)
+        self.vit.train(not frozen)
         config = self.vit.pretrained_cfg
         self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)

@@ -1,0 +1,72 @@
+"""Shared test helpers: tiny, fast CLI runs on puppet data, and the metrics they logged."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_app.cli import AnimatorCLI
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+# Small enough for 2 CPU cores: 64² frames, a handful of steps, no worker processes.
+TINY = [
+    "--data.init_args.image_size=64",
+    "--data.init_args.batch_size=4",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.train_pairs=64",
+    "--data.init_args.val_pairs=8",
+    "--data.init_args.test_pairs=8",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.num_sanity_val_steps=0",
+]
+
+
+def tiny_args(tmp_path: Path, config: str = "keypoints.yaml", subcommand: str = "fit", steps: int = 6, extra: list[str] | None = None) -> list[str]:
+    """CLI arguments for a tiny run that logs to CSV under ``tmp_path/logs``."""
+    return [
+        subcommand,
+        f"--config={CONFIGS / config}",
+        *TINY,
+        f"--trainer.max_steps={steps}",
+        f"--trainer.val_check_interval={max(1, steps // 2)}",
+        "--trainer.logger=CSVLogger",
+        f"--trainer.logger.save_dir={tmp_path / 'logs'}",
+        "--trainer.logger.name=run",
+        *(extra or []),
+    ]
+
+
+def run_cli(args: list[str]) -> AnimatorCLI:
+    """Run the CLI in this process."""
+    return AnimatorCLI(args=args)
+
+
+def run_cli_process(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python cli.py ARGS`` in a fresh process (for DDP and for exit codes)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(log_dir: Path) -> list[dict[str, str]]:
+    """Rows of a CSVLogger ``metrics.csv``, empty cells dropped."""
+    with open(log_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def metric_by_step(log_dir: Path, key: str) -> dict[int, float]:
+    return {int(row["step"]): float(row[key]) for row in read_metrics(log_dir) if key in row}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
