@@ -102,8 +102,8 @@ class MemoryMonitor(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.report = self.advise(pl_module.device, str(trainer.precision))
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
-            folder = Path(trainer.log_dir or trainer.default_root_dir)
             atomic_write_text(folder / self.report_name, json.dumps(self.report, indent=2) + "\n")
             rank_zero_info(f"MemoryMonitor: peak {self.report['peak_mb']:.0f} MB ({self.report['peak_fraction']:.1%}); {self.report['advice']}")
 

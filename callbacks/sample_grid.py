@@ -50,11 +50,12 @@ class SampleGrid(Callback):
         self._columns = [c.detach().float().clamp(0, 1).cpu() for c in columns]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
         if self._columns is None or not trainer.is_global_zero:
             return
         rows = torch.stack(self._columns, dim=1).flatten(0, 1)  # N·columns × 3 × H × W, row-major
         grid = make_grid(rows, nrow=len(self._columns), padding=2, pad_value=1.0)
-        path = Path(trainer.log_dir or trainer.default_root_dir) / self.dirname / f"step_{trainer.global_step:07d}.png"
+        path = folder / self.dirname / f"step_{trainer.global_step:07d}.png"
         buffer = io.BytesIO()
         save_image(grid, buffer, format="png")
         atomic_write_bytes(path, buffer.getvalue())

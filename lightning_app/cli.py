@@ -48,24 +48,28 @@ class AnimatorCLI(LightningCLI):
         parser.link_arguments("data.init_args.image_size", "model.image_size")
         parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
 
-    def _check_ckpt_path(self) -> None:
-        """Resolve ``--ckpt_path last`` across runs and verify an explicit checkpoint before Lightning reads it."""
-        config = self.config[self.subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":
-            logger = self.trainer.logger
-            root = getattr(logger, "root_dir", None) if logger is not None else None
-            found = find_last_checkpoint(root) if root else None
-            if found is None:
-                raise CheckpointError(
-                    f"--ckpt_path last: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead"
-                )
-            rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
-            ckpt_path = str(found)
-        if ckpt_path not in (None, "best", "hpc", "registry"):
-            config["ckpt_path"] = str(verify_checkpoint(ckpt_path))
+    def _parse_ckpt_path(self) -> None:
+        """Verify an explicit checkpoint file before Lightning reads its hyperparameters (and later its state)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path not in (None, "last", "best", "hpc", "registry"):
+            verify_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
-    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+    def _resolve_last_checkpoint(self) -> None:
+        """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's root, i.e. across earlier runs."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        logger = self.trainer.logger
+        root = getattr(logger, "root_dir", None) if logger is not None else None
+        found = find_last_checkpoint(root) if root else None
+        if found is None:
+            raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead")
+        rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
+        config["ckpt_path"] = str(verify_checkpoint(found))
+
+    before_fit = before_validate = before_test = before_predict = _resolve_last_checkpoint
 
 
 def main(args: list[str] | None = None) -> None:

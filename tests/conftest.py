@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.callbacks import Callback
 
 from lightning_app.cli import AnimatorCLI
 
@@ -70,3 +71,14 @@ def metric_by_step(log_dir: Path, key: str) -> dict[int, float]:
 def _quiet_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+class StopAfterValidationAt(Callback):
+    """Test callback: ask the trainer to stop after the validation run at optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
