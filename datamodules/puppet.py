@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -127,16 +128,19 @@ class _Pose:
         angles = params[[PARAMETER_INDEX[k] for k in ("ParamAngleX", "ParamAngleY", "ParamAngleZ")]]
         yaw, pitch, roll = np.deg2rad(angles)
         rotation = np.array([[np.cos(roll), np.sin(roll)], [-np.sin(roll), np.cos(roll)]])
-        self._matrix = size * rotation @ np.diag([np.cos(yaw), np.cos(pitch)])
+        self._matrix_t = (size * rotation @ np.diag([np.cos(yaw), np.cos(pitch)])).T
         self._depth_shift = np.array([np.sin(yaw), -np.sin(pitch)])
         self._rotation, self._size = rotation, size
         self._neck = np.array([0.0, neck_y])
         self._centre = np.array([0.5, 0.44])
+        self._offsets: dict[float, np.ndarray] = {}
 
     def __call__(self, points: np.ndarray, depth: float) -> np.ndarray:
         """``N×2`` head-local points at ``depth`` → ``N×2`` float pixel coordinates."""
-        offset = self._rotation @ (depth * self._depth_shift - self._neck) + self._neck + self._centre
-        return points @ self._matrix.T + self._size * offset
+        offset = self._offsets.get(depth)
+        if offset is None:
+            offset = self._offsets[depth] = self._size * (self._rotation @ (depth * self._depth_shift - self._neck) + self._neck + self._centre)
+        return points @ self._matrix_t + offset
 
 
 class _Canvas:
@@ -149,7 +153,7 @@ class _Canvas:
 
     @staticmethod
     def _fixed(points: np.ndarray) -> list[np.ndarray]:
-        return [np.round(points * _SCALE).astype(np.int32)]
+        return [(points * _SCALE).round().astype(np.int32)]
 
     def fill(self, points: np.ndarray, colour: tuple[int, int, int], region: str | None) -> None:
         cv2.fillPoly(self.image, self._fixed(points), colour, cv2.LINE_AA, _SHIFT)
@@ -180,9 +184,14 @@ class _Canvas:
         self.image[y0:y1, x0:x1] = (patch * (1.0 - a) + layer * a + 0.5).astype(np.uint8)
 
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24, start: float = 0.0, end: float = 2 * np.pi) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _unit_arc(n: int, start: float, end: float) -> np.ndarray:
     t = np.linspace(start, end, n, endpoint=end - start < 2 * np.pi - 1e-6)
-    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+    return np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24, start: float = 0.0, end: float = 2 * np.pi) -> np.ndarray:
+    return _unit_arc(n, start, end) * (rx, ry) + (cx, cy)
 
 
 def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:

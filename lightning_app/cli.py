@@ -32,7 +32,8 @@ class AnimatorCLI(LightningCLI):
     """LightningCLI for the AnimatorModule with linked data/model settings and checked checkpoints."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        parser_kwargs = {name: {"default_config_files": DEFAULT_CONFIGS} for name in SUBCOMMANDS}
+        defaults = {"default_config_files": DEFAULT_CONFIGS}
+        parser_kwargs = {name: defaults for name in SUBCOMMANDS} if run else defaults
         super().__init__(
             AnimatorModule,
             LightningDataModule,

@@ -11,7 +11,7 @@ from modules import AnimatorModule
 
 
 def test_keypoints_config_trains_validates_and_saves_everything(tmp_path):
-    cli = run_cli(tiny_args(tmp_path, steps=8))
+    cli = run_cli(tiny_args(tmp_path, steps=8, extra=["--model.losses.motion=0.05"]))
     log_dir = Path(cli.trainer.log_dir)
     assert cli.model.image_size == 64 and cli.model.channels == 3  # linked from data
     saved = yaml.safe_load((log_dir / "config.yaml").read_text())
