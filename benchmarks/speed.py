@@ -91,7 +91,7 @@ def bench_data(size: int, batch: int, workers: int, batches: int) -> float:
     """Puppet pairs per second through a DataLoader with ``workers`` processes (0: in this process)."""
     dm = PuppetDataModule(image_size=size, batch_size=batch, num_workers=workers, train_pairs=batch * (batches + 4))
     loader = iter(dm.train_dataloader())
-    for _ in range(2):
+    for _ in range(2 * max(1, workers)):  # start the workers and warm their caches
         next(loader)
     start = time.perf_counter()
     for _ in range(batches):
@@ -124,8 +124,8 @@ def main() -> None:
     print(f"\n| puppet data | size | pairs/s, 0 workers | pairs/s, {opts.workers} workers | ÷ fastest CPU training consumption |")
     print("|---|---|---|---|---|")
     for size in opts.sizes:
-        single = bench_data(size, opts.batch, 0, batches=10)
-        multi = bench_data(size, opts.batch, opts.workers, batches=20)
+        single = bench_data(size, opts.batch, 0, batches=30)
+        multi = bench_data(size, opts.batch, opts.workers, batches=60)
         ratio = multi / consumed[size] if size in consumed else float("nan")
         print(f"| puppet | {size}² | {single:.0f} | {multi:.0f} | {ratio:.1f}× |", flush=True)
 

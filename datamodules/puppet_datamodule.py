@@ -67,11 +67,15 @@ class PuppetPairs(Dataset):
         source_params = default_parameters() if self.mode == "cross" else sample_parameters(rng)
         source = render_puppet(_identity(source_id), source_params, self.image_size)
         driving = render_puppet(_identity(driving_id), driving_params, self.image_size)
-        target = driving if self.mode == "self" else render_puppet(_identity(source_id), driving_params, self.image_size)
+        driving_image = _image(driving.image)
+        if self.mode == "self":
+            target_image = driving_image
+        else:
+            target_image = _image(render_puppet(_identity(source_id), driving_params, self.image_size).image)
         return {
             "source": _image(source.image),
-            "driving": _image(driving.image),
-            "target": _image(target.image),
+            "driving": driving_image,
+            "target": target_image,
             "source_params": torch.from_numpy(source_params),
             "driving_params": torch.from_numpy(driving_params),
             "identity": torch.tensor(source_id, dtype=torch.int64),
