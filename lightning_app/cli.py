@@ -39,7 +39,7 @@ class AnimatorCLI(LightningCLI):
             LightningDataModule,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
-            parser_kwargs=kwargs.pop("parser_kwargs", parser_kwargs),
+            parser_kwargs=parser_kwargs,
             args=args,
             run=run,
             **kwargs,

@@ -43,6 +43,12 @@ def test_sample_grid_has_a_row_per_pair_and_a_target_column_for_cross_pairs(tmp_
     assert grid.size == (columns * 66 + 2, rows * 66 + 2)
 
 
+def test_mixed_precision_trains_with_finite_losses(tmp_path):
+    cli = run_cli(tiny_args(tmp_path, steps=2, extra=["--trainer.precision=bf16-mixed", "--model.losses.motion=0.05"]))
+    losses = metric_by_step(Path(cli.trainer.log_dir), "train/loss")
+    assert len(losses) == 2 and all(0 < v < 10 for v in losses.values())
+
+
 def test_dino_config_trains_with_random_init_and_test_reports_cross_identity_metrics(tmp_path):
     args = tiny_args(tmp_path, config="dino.yaml", steps=2, extra=["--model.descriptor.init_args.pretrained=false", "--model.descriptor.init_args.input_size=56"])
     cli = run_cli(args)
