@@ -28,7 +28,11 @@ def test_keypoints_config_trains_validates_and_saves_everything(tmp_path):
     assert (log_dir / "memory_report.json").is_file()
     checkpoints = {p.name for p in (log_dir / "checkpoints").glob("*.ckpt")}
     assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
-    restored = AnimatorModule.load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt")
+    ckpt = log_dir / "checkpoints" / "last.ckpt"
+    validated = run_cli(tiny_args(tmp_path, subcommand="validate", extra=[f"--ckpt_path={ckpt}"]))
+    assert validated.trainer.callback_metrics["val/l1"].item() == pytest.approx(val[7], rel=1e-4)  # same weights, same pairs
+    run_cli(tiny_args(tmp_path, subcommand="predict", extra=[f"--ckpt_path={ckpt}", "--trainer.limit_predict_batches=1"]))
+    restored = AnimatorModule.load_from_checkpoint(ckpt)
     frames = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(restored.eval()(frames, frames), cli.model.eval()(frames, frames), atol=1e-6)
