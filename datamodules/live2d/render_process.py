@@ -1,0 +1,58 @@
+"""Rendering Live2D characters in worker processes started with ``spawn``.
+
+A rendering process owns its GL context; contexts must not cross a ``fork`` and a crash inside the Cubism core
+ends only the worker. :func:`render_poses` runs in the worker; :func:`render_in_subprocess` calls it from any
+process (a test, a DataLoader's parent, a command) and turns a dead worker into a clear error.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modules.errors import UserFacingError
+
+
+@dataclass(frozen=True)
+class RenderedPoses:
+    """Frames of one character.
+
+    Attributes:
+        frames: ``N×S×S×4`` uint8 RGBA (alpha premultiplied), one per pose.
+        bindings: standard parameter → the model's parameter ID that it drives.
+        missing: standard parameters the model lacks.
+        crop: head crop (centre x, centre y, half side) in the full view's normalised device coordinates.
+    """
+
+    frames: np.ndarray
+    bindings: dict[str, str]
+    missing: list[str]
+    crop: tuple[float, float, float]
+
+
+def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = False) -> RenderedPoses:
+    """Render ``poses`` (``N×P`` raw standard parameters) of one character; runs inside the worker process."""
+    from datamodules.live2d.character import Live2DCharacter  # imports live2d; only rendering processes need it
+
+    character = Live2DCharacter(model_json, size=size, physics=physics)
+    frames = np.stack([character.render(pose) for pose in np.asarray(poses, np.float32)])
+    return RenderedPoses(frames, {k: b.model_id for k, b in character.bindings.items()}, character.missing, character.crop)
+
+
+def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, physics: bool = False) -> RenderedPoses:
+    """:func:`render_poses` in a fresh ``spawn`` process.
+
+    Raises:
+        UserFacingError: the model's own errors as raised in the worker, or the worker dying (the Cubism core
+            ends the process on some malformed inputs), naming the model.
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(render_poses, str(model_json), poses, size, physics).result()
+        except BrokenProcessPool as exc:
+            raise UserFacingError(f"the rendering process died while rendering {str(model_json)!r} (a malformed model?)") from exc
