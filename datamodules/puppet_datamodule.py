@@ -16,12 +16,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.parameters import default_parameters
+from datamodules.pair_datamodule import PairDataModule
 from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
 
 PairMode = Literal["self", "cross"]
@@ -86,7 +86,7 @@ class PuppetPairs(Dataset):
         }
 
 
-class PuppetDataModule(L.LightningDataModule):
+class PuppetDataModule(PairDataModule):
     """Procedural anime-face puppets: the embedded default data, no downloads.
 
     Args:
@@ -127,30 +127,3 @@ class PuppetDataModule(L.LightningDataModule):
         self.train_set = PuppetPairs(train, train_pairs, image_size, seed, "self")
         self.val_set = PuppetPairs(held_out, val_pairs, image_size, seed + 1, val_mode)
         self.test_set = PuppetPairs(held_out, test_pairs, image_size, seed + 2, test_mode)
-
-    @property
-    def channels(self) -> int:
-        """Image channels (RGB)."""
-        return 3
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from datamodules.live2d.clips import ClipInfo, write_clip
+from datamodules.live2d.trajectories import random_trajectory
 from modules.errors import UserFacingError
 
 
@@ -35,13 +37,32 @@ class RenderedPoses:
     crop: tuple[float, float, float]
 
 
+_characters: dict[tuple[str, int, bool], object] = {}  # this worker's loaded characters
+
+
+def _character(model_json: str, size: int, physics: bool):
+    """The worker's character for these settings, loaded on first use (imports live2d: workers only)."""
+    from datamodules.live2d.character import Live2DCharacter
+
+    key = (model_json, size, physics)
+    if key not in _characters:
+        _characters[key] = Live2DCharacter(model_json, size=size, physics=physics)
+    return _characters[key]
+
+
 def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = False) -> RenderedPoses:
     """Render ``poses`` (``N×P`` raw standard parameters) of one character; runs inside the worker process."""
-    from datamodules.live2d.character import Live2DCharacter  # imports live2d; only rendering processes need it
-
-    character = Live2DCharacter(model_json, size=size, physics=physics)
+    character = _character(model_json, size, physics)
     frames = np.stack([character.render(pose) for pose in np.asarray(poses, np.float32)])
     return RenderedPoses(frames, {k: b.model_id for k, b in character.bindings.items()}, character.missing, character.crop)
+
+
+def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool) -> str:
+    """Render the clip described by ``info`` along its trajectory and write it atomically; runs in the worker."""
+    params = random_trajectory(info.seed, info.frames, info.fps)
+    rendered = render_poses(model_json, params, info.size, physics)
+    write_clip(root, replace(info, missing=tuple(rendered.missing)), rendered.frames, params)
+    return info.name
 
 
 def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, physics: bool = False) -> RenderedPoses:

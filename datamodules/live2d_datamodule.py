@@ -1,0 +1,161 @@
+"""``Live2DClipDataModule``: (portrait, driving frame) pairs from rendered Live2D clips.
+
+Clips come from ``python -m lightning_app.render`` (format: :mod:`datamodules.live2d.clips`). Characters are
+split, not frames: ``held_out`` characters are used only for validation and test. Batches have the same keys as
+:class:`~datamodules.PuppetDataModule` (``source``, ``driving``, ``target``, ``source_params``,
+``driving_params``, ``identity``, ``driving_identity``), images ``3×H×W`` float in ``[0, 1]`` composited over
+``background``.
+
+Pairs:
+    ``self`` — source and driving from one clip, at most ``max_gap`` frames apart; target = driving.
+    ``cross`` — from two characters' renders of the same replayed trajectory: source = character A's first
+    (neutral) frame, driving = character B at frame t, target = A at frame t. A is a character of the split
+    (held-out characters for validation and test); the driver B may be any other character.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
+from datamodules.pair_datamodule import PairDataModule
+from modules.errors import UserFacingError
+
+PairMode = Literal["self", "cross"]
+
+
+class Live2DClipPairs(Dataset):
+    """Pairs drawn from ``clips``; ``(seed, index)`` fixes every pair.
+
+    Args:
+        clips: all clips of the dataset.
+        portraits: the characters whose frames are sources (and targets) in this split.
+        length: number of pairs.
+        image_size: output size (frames are resized with area interpolation when it differs).
+        mode: ``"self"`` or ``"cross"`` (see the module docstring).
+        max_gap: largest frame distance within a self pair.
+        background: RGB colour behind the character.
+        seed: fixes the pairs.
+    """
+
+    def __init__(self, clips: list[ClipInfo], portraits: list[str], length: int, image_size: int, mode: PairMode,
+                 max_gap: int, background: tuple[int, int, int], seed: int) -> None:
+        self.clips, self.length, self.image_size, self.mode = clips, length, image_size, mode
+        self.max_gap, self.seed = max_gap, seed
+        self.background = np.asarray(background, np.float32)
+        self.identity = {name: i for i, name in enumerate(sorted({c.character for c in clips}))}
+        self.own = [i for i, c in enumerate(clips) if c.character in portraits]
+        if not self.own:
+            raise UserFacingError(f"no clips of {', '.join(portraits)}")
+        self.replays: list[tuple[int, list[int]]] = []  # (portrait clip, clips of other characters on its trajectory)
+        if mode == "cross":
+            for a in self.own:
+                if clips[a].source == "replay":
+                    drivers = [b for b, c in enumerate(clips) if c.seed == clips[a].seed and c.source == "replay" and c.character != clips[a].character]
+                    if drivers:
+                        self.replays.append((a, drivers))
+            if not self.replays:
+                raise UserFacingError(f"cross-identity pairs need a replayed trajectory of {', '.join(portraits)} rendered on another character too")
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # memory maps, opened lazily in each worker
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _frame(self, clip: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if clip not in self._arrays:
+            self._arrays[clip] = open_arrays(self.clips[clip].folder)
+        frames, params = self._arrays[clip]
+        rgba = np.asarray(frames[t], dtype=np.float32)
+        rgb = rgba[..., :3] + (1.0 - rgba[..., 3:] / 255.0) * self.background
+        if rgb.shape[0] != self.image_size:
+            rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
+        image = torch.from_numpy(np.clip(rgb, 0, 255) / 255.0).permute(2, 0, 1).float()
+        return image, torch.from_numpy(np.array(params[t], dtype=np.float32))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        if self.mode == "self":
+            a = b = self.own[int(rng.integers(len(self.own)))]
+            count = self.clips[a].frames
+            t_src = int(rng.integers(count))
+            t_drv = int(np.clip(t_src + rng.integers(-self.max_gap, self.max_gap + 1), 0, count - 1))
+        else:
+            a, drivers = self.replays[int(rng.integers(len(self.replays)))]
+            b = drivers[int(rng.integers(len(drivers)))]
+            t_src, t_drv = 0, int(rng.integers(self.clips[b].frames))
+        source, source_params = self._frame(a, t_src)
+        driving, driving_params = self._frame(b, t_drv)
+        target = driving if a == b else self._frame(a, t_drv)[0]
+        return {
+            "source": source,
+            "driving": driving,
+            "target": target,
+            "source_params": source_params,
+            "driving_params": driving_params,
+            "identity": torch.tensor(self.identity[self.clips[a].character]),
+            "driving_identity": torch.tensor(self.identity[self.clips[b].character]),
+        }
+
+
+class Live2DClipDataModule(PairDataModule):
+    """Rendered Live2D clips, split by character.
+
+    Args:
+        root: dataset folder written by ``python -m lightning_app.render``.
+        image_size: square frame size fed to the model (linked to the model by the CLI).
+        batch_size: pairs per batch.
+        num_workers: DataLoader worker processes.
+        held_out: characters kept out of training, used for validation and test.
+        train_pairs: pairs per training epoch.
+        val_pairs: validation pairs (deterministic).
+        test_pairs: test pairs (deterministic).
+        val_mode: pair mode for validation.
+        test_mode: pair mode for test and predict.
+        max_gap: largest frame distance in a self pair.
+        background: RGB 0–255 colour behind the characters.
+        seed: fixes the pairs.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 128,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        held_out: list[str] | None = None,
+        train_pairs: int = 20000,
+        val_pairs: int = 64,
+        test_pairs: int = 256,
+        val_mode: PairMode = "self",
+        test_mode: PairMode = "cross",
+        max_gap: int = 30,
+        background: tuple[int, int, int] = (255, 255, 255),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        clips, bad = index_clips(root)
+        if bad:
+            warnings.warn(f"skipping {len(bad)} bad clip(s) under {root}:\n  " + "\n  ".join(bad), stacklevel=2)
+        if not clips:
+            raise UserFacingError(f"no clips under {root!r}; render them with: python -m lightning_app.render --models ... --out {root}")
+        characters = sorted({c.character for c in clips})
+        held = set(held_out or [])
+        unknown = held - set(characters)
+        if unknown:
+            raise UserFacingError(f"held_out names characters not in {root!r}: {', '.join(sorted(unknown))} (found {', '.join(characters)})")
+        if not held or held == set(characters):
+            raise UserFacingError(f"held_out must name some but not all of the characters in {root!r}: {', '.join(characters)}")
+        train = [c for c in characters if c not in held]
+        evaluation = sorted(held)
+        common = {"image_size": image_size, "max_gap": max_gap, "background": background}
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.train_set = Live2DClipPairs(clips, train, train_pairs, mode="self", seed=seed, **common)
+        self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
+        self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)

@@ -1,0 +1,46 @@
+"""``PairDataModule``: the loaders shared by every (portrait, driving frame) DataModule."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+
+class PairDataModule(L.LightningDataModule):
+    """Base class: subclasses set ``train_set``, ``val_set``, ``test_set``, ``batch_size`` and ``num_workers``.
+
+    Training shuffles and drops the last partial batch; validation, test and predict keep the datasets' fixed order.
+    """
+
+    train_set: Dataset
+    val_set: Dataset
+    test_set: Dataset
+    batch_size: int
+    num_workers: int
+
+    @property
+    def channels(self) -> int:
+        """Image channels (RGB); linked into the model by the CLI."""
+        return 3
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

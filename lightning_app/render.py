@@ -1,0 +1,99 @@
+"""Render Live2D training clips: ``python -m lightning_app.render --models ../shared/live2d --out data/live2d``.
+
+For every ``<models>/<Name>/<Name>.model3.json`` it renders ``--clips`` clips along random smooth trajectories
+of the standard face parameters, and ``--replays`` trajectories shared by all characters (the same motion on
+every character: cross-identity ground truth). Clips are head crops of ``--size`` pixels, written atomically in
+the format of :mod:`datamodules.live2d.clips`; finished clips are skipped, so an interrupted run resumes. Work is
+spread over ``--workers`` spawned processes (each owns its GL context) with a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from rich.progress import Progress
+
+from datamodules.live2d.clips import ClipInfo, index_clips
+from datamodules.live2d.render_process import render_clip
+from datamodules.parameters import PARAMETER_NAMES
+from lightning_app.files import atomic_write_text
+from modules.errors import UserFacingError
+
+REPLAY_SEED_BASE = 1_000_000
+
+
+def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
+    """``{Name: model3.json}`` for the model folders under ``models`` (only ``names`` if given)."""
+    found = {p.parent.name: p for p in sorted(models.glob("*/*.model3.json"))}
+    if not found:
+        raise UserFacingError(f"no <Name>/*.model3.json under {str(models)!r}")
+    if names:
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            raise UserFacingError(f"no model folder for {', '.join(unknown)} under {str(models)!r}; found {', '.join(found)}")
+        found = {n: found[n] for n in names}
+    return found
+
+
+def plan_clips(characters: list[str], clips: int, replays: int, frames: int, fps: float, size: int, seed: int) -> list[ClipInfo]:
+    """Every clip to render: per character ``clips`` own random trajectories and ``replays`` shared ones."""
+    plan = []
+    for character in characters:
+        own = zlib.crc32(character.encode()) * 1000 + seed * 100_000_000
+        for i in range(clips):
+            plan.append(ClipInfo(character, f"random_{i:03d}", "random", own + i, fps, size, frames, PARAMETER_NAMES, ()))
+        for r in range(replays):
+            plan.append(ClipInfo(character, f"replay_{r:03d}", "replay", REPLAY_SEED_BASE + seed * 1000 + r, fps, size, frames, PARAMETER_NAMES, ()))
+    return plan
+
+
+def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, replays: int = 2, frames: int = 60, fps: float = 30.0,
+                   workers: int = 2, seed: int = 0, physics: bool = False, characters: list[str] | None = None) -> int:
+    """Render what is missing under ``out``, then write ``out/index.json``; returns the number of clips rendered."""
+    found = find_models(models, characters)
+    plan = [c for c in plan_clips(list(found), clips, replays, frames, fps, size, seed) if not (out / c.character / c.name / "clip.json").is_file()]
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool, Progress() as progress:
+        bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
+        futures = {pool.submit(render_clip, str(found[c.character]), str(out), c, physics): c for c in plan}
+        for future in as_completed(futures):
+            future.result()
+            progress.advance(bar)
+    written, bad = index_clips(out)
+    for line in bad:
+        print(f"warning: skipped bad clip: {line}", file=sys.stderr)
+    index = {"format": 1, "parameter_names": list(PARAMETER_NAMES), "clips": [f"{c.character}/{c.name}" for c in written]}
+    atomic_write_text(out / "index.json", json.dumps(index, indent=1))
+    return len(plan)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, required=True, help="folder of <Name>/<Name>.model3.json model folders")
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder")
+    parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
+    parser.add_argument("--clips", type=int, default=4, help="random-trajectory clips per character")
+    parser.add_argument("--replays", type=int, default=2, help="trajectories rendered on every character")
+    parser.add_argument("--frames", type=int, default=60, help="frames per clip")
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--physics", action="store_true", help="load the models' physics (hair sway)")
+    parser.add_argument("--characters", nargs="+", help="only these model folders")
+    args = parser.parse_args(argv)
+    try:
+        count = render_dataset(args.models, args.out, args.size, args.clips, args.replays, args.frames, args.fps,
+                               args.workers, args.seed, args.physics, args.characters)
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"rendered {count} clips into {args.out}")
+
+
+if __name__ == "__main__":
+    main()

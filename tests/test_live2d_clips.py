@@ -1,0 +1,92 @@
+"""Rendering Live2D clip datasets and training from them (skipped where the shared models are absent)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
+from datamodules import Live2DClipDataModule
+from datamodules.live2d.clips import ClipError, index_clips, read_clip
+from lightning_app.render import main as render_main
+from lightning_app.render import render_dataset
+from test_live2d import MODELS, needs_models
+
+CHARACTERS = ["Haru", "Mark", "Hiyori"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    if not (MODELS / "Hiyori").is_dir():
+        pytest.skip(f"Live2D sample models not found under {MODELS}")
+    out = tmp_path_factory.mktemp("live2d")
+    assert render_dataset(MODELS, out, size=64, clips=1, replays=1, frames=10, workers=2, characters=CHARACTERS) == 6
+    return out
+
+
+@needs_models
+def test_clips_are_complete_and_replays_share_their_trajectory(dataset):
+    clips, bad = index_clips(dataset)
+    assert bad == [] and len(clips) == 6 and (dataset / "index.json").is_file()
+    replays = [c for c in clips if c.source == "replay"]
+    params = [np.load(Path(c.path) / "params.npy") for c in replays]
+    assert all(np.array_equal(params[0], p) for p in params[1:]), "a replayed trajectory is the same on every character"
+    randoms = [np.load(Path(c.path) / "params.npy") for c in clips if c.source == "random"]
+    assert not np.array_equal(randoms[0], randoms[1])
+    frames = np.load(Path(replays[0].path) / "frames.npy", mmap_mode="r")
+    assert frames.shape == (10, 64, 64, 4) and frames[..., 3].max() == 255
+    assert not np.array_equal(frames[0], frames[-1]), "the trajectory moves the character"
+
+
+@needs_models
+def test_rendering_resumes_and_names_missing_characters(dataset, capsys):
+    assert render_dataset(MODELS, dataset, size=64, clips=1, replays=1, frames=10, workers=1, characters=CHARACTERS) == 0
+    with pytest.raises(SystemExit) as exc:
+        render_main(["--models", str(MODELS), "--out", str(dataset), "--characters", "Nobody"])
+    assert exc.value.code == 2 and "Nobody" in capsys.readouterr().err
+
+
+@needs_models
+def test_datamodule_splits_by_character_and_gives_cross_identity_ground_truth(dataset):
+    dm = Live2DClipDataModule(str(dataset), image_size=32, batch_size=4, num_workers=2, held_out=["Mark"], test_mode="cross")
+    train = next(iter(dm.train_dataloader()))
+    mark = sorted(CHARACTERS).index("Mark")
+    assert train["source"].shape == (4, 3, 32, 32) and (train["identity"] != mark).all()
+    assert (train["identity"] == train["driving_identity"]).all()
+    test = next(iter(dm.test_dataloader()))
+    assert (test["identity"] == mark).all() and (test["driving_identity"] != mark).all()
+    assert not np.allclose(test["target"], test["driving"]), "target is Mark in the driver's pose, not the driver"
+    assert np.allclose(test["source_params"].numpy(), test["source_params"][0].numpy())  # the neutral first frame
+    with pytest.raises(Exception, match="held_out names characters not in"):
+        Live2DClipDataModule(str(dataset), held_out=["Nobody"])
+
+
+@needs_models
+def test_trains_from_live2d_clips(dataset, tmp_path):
+    args = tiny_args(tmp_path, steps=3, extra=[
+        f"--config={CONFIGS / 'data' / 'live2d.yaml'}", f"--data.init_args.root={dataset}", "--data.init_args.image_size=64",
+        "--data.init_args.held_out=[Mark]", "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+        "--data.init_args.val_pairs=4", "--trainer.val_check_interval=3"])
+    cli = run_cli(args)
+    assert cli.model.image_size == 64
+    assert len(metric_by_step(Path(cli.trainer.log_dir), "train/loss")) == 3
+    assert metric_by_step(Path(cli.trainer.log_dir), "val/l1")
+
+
+@needs_models
+def test_damaged_clips_are_named_and_skipped(dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    frames = copy / "Haru" / "random_000" / "frames.npy"
+    frames.write_bytes(frames.read_bytes()[:1000])
+    with pytest.raises(ClipError, match="frames.npy.*truncated"):
+        read_clip(frames.parent)
+    params = copy / "Hiyori" / "random_000" / "params.npy"
+    np.save(params, np.zeros((3, 11), np.float32))
+    clips, bad = index_clips(copy)
+    assert len(clips) == 4 and len(bad) == 2
+    assert any("Hiyori/random_000/params.npy" in line and "one row per frame" in line for line in bad)
+    with pytest.warns(UserWarning, match="skipping 2 bad clip"):
+        Live2DClipDataModule(str(copy), held_out=["Mark"], val_mode="self", test_mode="self")
