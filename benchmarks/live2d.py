@@ -1,0 +1,93 @@
+"""Live2D throughput: render frames/s per model (one process, then N processes), and clip-loader pairs/s
+against what training consumes.
+
+    python benchmarks/live2d.py --models ../shared/live2d --size 256 --workers 2
+
+All rows come from one run on one machine (``OMP_WAIT_POLICY=PASSIVE``). The loader rows read a small dataset
+rendered into a temporary folder by the same code as ``python -m lightning_app.render``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import multiprocessing  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from datamodules import Live2DClipDataModule  # noqa: E402
+from datamodules.live2d.trajectories import random_trajectory  # noqa: E402
+from lightning_app.render import find_models, render_dataset  # noqa: E402
+
+
+def render_rate(model_json: str, size: int, frames: int) -> tuple[float, float]:
+    """(frames/s, model load seconds) for one character in this process; runs in a spawned worker."""
+    from datamodules.live2d.character import Live2DCharacter
+
+    start = time.perf_counter()
+    character = Live2DCharacter(model_json, size=size)
+    loaded = time.perf_counter() - start
+    poses = random_trajectory(0, frames)
+    character.render(poses[0])
+    start = time.perf_counter()
+    for pose in poses:
+        character.render(pose)
+    return frames / (time.perf_counter() - start), loaded
+
+
+def loader_rate(root: str, size: int, workers: int, batches: int) -> float:
+    dm = Live2DClipDataModule(root, image_size=size, batch_size=8, num_workers=workers, held_out=[next(p.name for p in sorted(Path(root).iterdir()) if p.is_dir())])
+    loader = iter(dm.train_dataloader())
+    for _ in range(2 * max(1, workers)):
+        next(loader)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(loader)
+    return 8 * batches / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "live2d")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train-size", type=int, default=128, help="model input size for the loader rows")
+    opts = parser.parse_args()
+    models = find_models(opts.models, None)
+    spawn = multiprocessing.get_context("spawn")
+    print(f"\n| model | render frames/s at {opts.size}², 1 process | load s |")
+    print("|---|---|---|")
+    single = {}
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        for name, path in models.items():
+            fps, loaded = pool.submit(render_rate, str(path), opts.size, opts.frames).result()
+            single[name] = fps
+            print(f"| {name} | {fps:.0f} | {loaded:.2f} |", flush=True)
+    with ProcessPoolExecutor(opts.workers, mp_context=spawn) as pool:
+        for future in [pool.submit(render_rate, str(p), opts.size, 5) for p in list(models.values())[: opts.workers]]:
+            future.result()  # load models and warm up every worker
+        start = time.perf_counter()
+        futures = [pool.submit(render_rate, str(p), opts.size, opts.frames) for p in models.values()]
+        [f.result() for f in futures]
+    total = opts.frames * len(models) / (time.perf_counter() - start)
+    print(f"| all, {opts.workers} processes (incl. model loads) | {total:.0f} | |")
+    with tempfile.TemporaryDirectory() as root:
+        render_dataset(opts.models, Path(root), size=opts.size, clips=2, replays=1, frames=30, workers=opts.workers, characters=list(models)[:3])
+        print(f"\n| clip loader at {opts.train_size}² (batch 8) | pairs/s |")
+        print("|---|---|")
+        for workers in (0, 2):
+            print(f"| {workers} workers | {loader_rate(root, opts.train_size, workers, 30):.0f} |", flush=True)
+    print("\nCompare with training consumption in benchmarks/speed.py (steps/s × batch).")
+
+
+if __name__ == "__main__":
+    main()
