@@ -1,7 +1,7 @@
 """Live2D throughput: render frames/s per model (one process, then N processes), and clip-loader pairs/s
 against what training consumes.
 
-    python benchmarks/live2d.py --models ../shared/live2d --size 256 --workers 2
+    python benchmarks/live2d_speed.py --models ../shared/live2d --size 256 --workers 2
 
 All rows come from one run on one machine (``OMP_WAIT_POLICY=PASSIVE``). The loader rows read a small dataset
 rendered into a temporary folder by the same code as ``python -m lightning_app.render``.
