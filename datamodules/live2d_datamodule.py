@@ -16,18 +16,15 @@ Pairs:
 from __future__ import annotations
 
 import warnings
-from typing import Literal
-
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
-from datamodules.pair_datamodule import PairDataModule
+from datamodules.pair_datamodule import PairDataModule, PairMode
 from modules.errors import UserFacingError
 
-PairMode = Literal["self", "cross"]
 
 
 class Live2DClipPairs(Dataset):

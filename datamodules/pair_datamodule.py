@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
+
+PairMode = Literal["self", "cross"]
+"""``self``: source and driving frame of one character; ``cross``: two characters, with a ground-truth target."""
 
 
 class PairDataModule(L.LightningDataModule):

@@ -14,17 +14,14 @@ Batch keys (``B`` pairs, images ``B×3×H×W`` float in ``[0, 1]``):
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.parameters import default_parameters
-from datamodules.pair_datamodule import PairDataModule
+from datamodules.pair_datamodule import PairDataModule, PairMode
 from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
 
-PairMode = Literal["self", "cross"]
 HELD_OUT_OFFSET = 1_000_000  # identity seeds of held-out characters start here
 
 
