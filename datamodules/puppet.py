@@ -198,6 +198,64 @@ def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(min(255, c * factor)) for c in colour)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class _Shapes:
+    """An identity's pose-independent outlines in head-local units, computed once per identity."""
+
+    back: np.ndarray
+    sides: tuple[np.ndarray, np.ndarray]
+    shoulders: np.ndarray
+    neck: np.ndarray
+    face: np.ndarray
+    blush: tuple[np.ndarray, ...]
+    eye_xs: np.ndarray
+    eye_arc: np.ndarray
+    fringe: np.ndarray
+    brow_xs: np.ndarray
+    brow_curve: tuple[np.ndarray, np.ndarray]
+    mouth_xs: np.ndarray
+    mouth_bend: np.ndarray
+
+
+@lru_cache(maxsize=1024)
+def _shapes(idn: PuppetIdentity) -> _Shapes:
+    fw, fh, volume = idn.face_width, idn.face_height, idn.hair_volume
+    sides = tuple(
+        np.array([[s * fw * 0.75, -fh * 0.1], [s * fw * volume * 1.12, 0.0], [s * fw * 1.05, fh * 0.4 + idn.side_hair],
+                  [s * fw * 0.65, fh * 0.25 + idn.side_hair * 0.8], [s * fw * 0.6, fh * 0.1]])
+        for s in (-1.0, 1.0)
+    )
+    t = np.linspace(0.0, 2 * np.pi, 40, endpoint=False)
+    lower = np.clip(np.sin(t), 0.0, None)
+    face = np.stack([fw * np.cos(t) * (1.0 - (0.25 + 0.35 * idn.chin) * lower**2), fh * np.sin(t) * (1.0 + 0.08 * lower)], axis=1)
+    blush = tuple(_ellipse(s * idn.eye_spacing * 1.1, idn.eye_y + idn.eye_height * 1.5, fw * 0.18, fh * 0.05, n=16) for s in (-1.0, 1.0)) if idn.blush else ()
+    ew = idn.eye_width
+    eye_xs = np.linspace(-ew, ew, 13)
+    top = -fh * 1.05
+    fringe_bottom = top + (idn.eye_y - idn.brow_gap - idn.eye_height - top) * idn.fringe_depth + fh * 0.35
+    n = idn.fringe_spikes
+    ys = np.where(np.arange(2 * n + 1) % 2 == 0, fringe_bottom - fh * 0.18, fringe_bottom)
+    ys[[0, -1]] = fringe_bottom + fh * 0.25
+    cap = _ellipse(0.0, -fh * 0.25, fw * volume, fh * 0.85, n=20, start=np.pi, end=2 * np.pi)
+    brow_xs = np.linspace(-ew * 0.9, ew * 0.9, 7)
+    mouth_xs = np.linspace(-idn.mouth_width, idn.mouth_width, 9)
+    return _Shapes(
+        back=_ellipse(0.0, -fh * 0.12, fw * volume * 1.08, fh * volume),
+        sides=sides,  # type: ignore[arg-type]
+        shoulders=_ellipse(0.0, 0.44 + fh * 0.95 + 0.3, 0.36, 0.26, n=32) + [0.5, 0.0],
+        neck=np.array([[-0.055, fh * 0.6], [0.055, fh * 0.6], [0.06, fh * 1.25], [-0.06, fh * 1.25]]),
+        face=face,
+        blush=blush,
+        eye_xs=eye_xs,
+        eye_arc=np.sqrt(np.clip(1.0 - (eye_xs / ew) ** 2, 0.0, None)),
+        fringe=np.vstack([np.stack([np.linspace(-fw * volume, fw * volume, 2 * n + 1), ys], axis=1), cap[::-1]]),
+        brow_xs=brow_xs,
+        brow_curve=tuple(-0.01 * (1.0 - (brow_xs / ew) ** 2) + side * idn.brow_tilt * brow_xs / ew for side in (1.0, -1.0)),  # type: ignore[arg-type]
+        mouth_xs=mouth_xs,
+        mouth_bend=1.0 - (mouth_xs / idn.mouth_width) ** 2,
+    )
+
+
 def render_puppet(identity: PuppetIdentity, params: np.ndarray, size: int) -> PuppetFrame:
     """Render ``identity`` posed by ``params``.
 
@@ -219,41 +277,26 @@ def render_puppet(identity: PuppetIdentity, params: np.ndarray, size: int) -> Pu
     params = np.clip(params, low, high)
     p = {name: float(params[i]) for name, i in PARAMETER_INDEX.items()}
     idn = identity
-    fw, fh = idn.face_width, idn.face_height
-    pose = _Pose(params, size, neck_y=fh * 0.95)
+    pose = _Pose(params, size, neck_y=idn.face_height * 0.95)
     canvas = _Canvas(size, idn.background)
     px = size  # pixels per unit, for line widths
 
+    shapes = _shapes(idn)
     # Back hair (moves against the face under yaw: it is behind the head) and body.
-    volume = idn.hair_volume
-    back = _ellipse(0.0, -fh * 0.12, fw * volume * 1.08, fh * volume)
-    sides = [
-        np.array([[s * fw * 0.75, -fh * 0.1], [s * fw * volume * 1.12, 0.0], [s * fw * 1.05, fh * 0.4 + idn.side_hair],
-                  [s * fw * 0.65, fh * 0.25 + idn.side_hair * 0.8], [s * fw * 0.6, fh * 0.1]])
-        for s in (-1.0, 1.0)
-    ]
-    canvas.fill(pose(back, -0.08), idn.hair_shade, "hair")
-    body_top = 0.44 + fh * 0.95
-    shoulders = _ellipse(0.0, body_top + 0.3, 0.36, 0.26, n=32) + [0.5, 0.0]
-    canvas.fill(shoulders * size, idn.clothes, "body")
-    neck = np.array([[-0.055, fh * 0.6], [0.055, fh * 0.6], [0.06, fh * 1.25], [-0.06, fh * 1.25]])
-    canvas.fill(pose(neck, -0.02), _shade(idn.skin, 0.88), "body")
-    for side in sides:
+    canvas.fill(pose(shapes.back, -0.08), idn.hair_shade, "hair")
+    canvas.fill(shapes.shoulders * size, idn.clothes, "body")
+    canvas.fill(pose(shapes.neck, -0.02), _shade(idn.skin, 0.88), "body")
+    for side in shapes.sides:
         canvas.fill(pose(side, -0.05), idn.hair_shade, "hair")
 
     # Face outline: a round top narrowing to a chin.
-    t = np.linspace(0.0, 2 * np.pi, 40, endpoint=False)
-    lower = np.clip(np.sin(t), 0.0, None)
-    face = np.stack([fw * np.cos(t) * (1.0 - (0.25 + 0.35 * idn.chin) * lower**2), fh * np.sin(t) * (1.0 + 0.08 * lower)], axis=1)
-    face_px = pose(face, 0.02)
+    face_px = pose(shapes.face, 0.02)
     canvas.fill(face_px, idn.skin, "face")
     canvas.line(np.vstack([face_px, face_px[:1]]), idn.line, px * 0.006, None)
 
     front = 0.12  # depth of the facial features
-    if idn.blush:
-        for s in (-1.0, 1.0):
-            canvas.fill(pose(_ellipse(s * idn.eye_spacing * 1.1, idn.eye_y + idn.eye_height * 1.5, fw * 0.18, fh * 0.05, n=16), front),
-                        _shade((255, 150, 150), 1.0), None)
+    for blush in shapes.blush:
+        canvas.fill(pose(blush, front), (255, 150, 150), None)
     nose = pose(np.array([[0.0, idn.mouth_y * 0.45]]), front + 0.02)
     canvas.line(np.vstack([nose, nose + [px * 0.004, px * 0.006]]), _shade(idn.skin, 0.7), px * 0.006, None)
 
@@ -262,8 +305,7 @@ def render_puppet(identity: PuppetIdentity, params: np.ndarray, size: int) -> Pu
     corner_y = my - p["ParamMouthForm"] * 0.014
     centre_y = my + p["ParamMouthForm"] * 0.008
     drop = p["ParamMouthOpenY"] * 0.055
-    xs = np.linspace(-mw, mw, 9)
-    bend = 1.0 - (xs / mw) ** 2
+    xs, bend = shapes.mouth_xs, shapes.mouth_bend
     upper = np.stack([xs, corner_y + (centre_y - corner_y) * bend], axis=1)
     if drop > 0.004:
         lower_lip = np.stack([xs[::-1], corner_y + (centre_y + drop - corner_y) * bend[::-1]], axis=1)
@@ -282,8 +324,7 @@ def render_puppet(identity: PuppetIdentity, params: np.ndarray, size: int) -> Pu
     for side, name in ((1.0, "left"), (-1.0, "right")):
         ex, ey = side * idn.eye_spacing, idn.eye_y
         opening = p[f"ParamEye{name[0].upper()}Open"]
-        xs = np.linspace(-ew, ew, 13)
-        arc = np.sqrt(np.clip(1.0 - (xs / ew) ** 2, 0.0, None))
+        xs, arc = shapes.eye_xs, shapes.eye_arc
         lid = np.stack([ex + xs, ey - eh * opening * arc * 1.1], axis=1)
         bottom = np.stack([ex + xs[::-1], ey + eh * opening * arc[::-1] * 0.8], axis=1)
         iris_c = np.array([ex + p["ParamEyeBallX"] * ew * 0.4, ey - p["ParamEyeBallY"] * eh * 0.35])
@@ -304,21 +345,12 @@ def render_puppet(identity: PuppetIdentity, params: np.ndarray, size: int) -> Pu
             canvas.line(pose(closed, front), idn.line, px * 0.012, f"{name}_eye")
 
     # Fringe: a cap over the head top with a jagged lower edge.
-    top = -fh * 1.05
-    fringe_bottom = top + (idn.eye_y - idn.brow_gap - eh - top) * idn.fringe_depth + fh * 0.35
-    n = idn.fringe_spikes
-    xs = np.linspace(-fw * volume, fw * volume, 2 * n + 1)
-    ys = np.where(np.arange(2 * n + 1) % 2 == 0, fringe_bottom - fh * 0.18, fringe_bottom)
-    ys[[0, -1]] = fringe_bottom + fh * 0.25
-    cap = _ellipse(0.0, -fh * 0.25, fw * volume, fh * 0.85, n=20, start=np.pi, end=2 * np.pi)
-    fringe = np.vstack([np.stack([xs, ys], axis=1), cap[::-1]])
-    canvas.fill(pose(fringe, 0.06), idn.hair, "hair")
+    canvas.fill(pose(shapes.fringe, 0.06), idn.hair, "hair")
 
     # Brows over the fringe, raised by ParamBrowLY/RY.
-    for side, name, key in ((1.0, "left", "ParamBrowLY"), (-1.0, "right", "ParamBrowRY")):
+    for side, name, key, curve in ((1.0, "left", "ParamBrowLY", shapes.brow_curve[0]), (-1.0, "right", "ParamBrowRY", shapes.brow_curve[1])):
         by = idn.eye_y - eh - idn.brow_gap - p[key] * 0.025
-        xs = np.linspace(-ew * 0.9, ew * 0.9, 7)
-        brow = np.stack([side * idn.eye_spacing + xs, by - 0.01 * (1.0 - (xs / ew) ** 2) + side * idn.brow_tilt * xs / ew], axis=1)
+        brow = np.stack([side * idn.eye_spacing + shapes.brow_xs, by + curve], axis=1)
         canvas.line(pose(brow, front), idn.line, px * idn.brow_thickness, f"{name}_brow")
         keypoints[f"{name}_brow"] = pose(np.array([[side * idn.eye_spacing, by - 0.01]]), front)[0]
 
