@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
+from datamodules.augmentation import PairAugmentation
 from datamodules.pair_datamodule import PairDataModule, PairMode
 from modules.errors import UserFacingError
 
@@ -117,6 +118,7 @@ class Live2DClipDataModule(PairDataModule):
         max_gap: largest frame distance in a self pair.
         background: RGB 0–255 colour behind the characters.
         seed: fixes the pairs.
+        augmentation: random augmentation of training pairs (e.g. ``datamodules.augmentation.PairAugmentation``).
     """
 
     def __init__(
@@ -134,9 +136,11 @@ class Live2DClipDataModule(PairDataModule):
         max_gap: int = 30,
         background: tuple[int, int, int] = (255, 255, 255),
         seed: int = 0,
+        augmentation: PairAugmentation | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["augmentation"])
+        self.augmentation = augmentation
         clips, bad = index_clips(root)
         if bad:
             warnings.warn(f"skipping {len(bad)} bad clip(s) under {root}:\n  " + "\n  ".join(bad), stacklevel=2)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.parameters import default_parameters
+from datamodules.augmentation import PairAugmentation
 from datamodules.pair_datamodule import PairDataModule, PairMode
 from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
 
@@ -98,6 +99,7 @@ class PuppetDataModule(PairDataModule):
         val_mode: pair mode for validation (``"self"`` or ``"cross"``).
         test_mode: pair mode for test and predict.
         seed: fixes characters and pairs.
+        augmentation: random augmentation of training pairs (e.g. ``datamodules.augmentation.PairAugmentation``).
     """
 
     def __init__(
@@ -113,11 +115,13 @@ class PuppetDataModule(PairDataModule):
         val_mode: PairMode = "self",
         test_mode: PairMode = "cross",
         seed: int = 0,
+        augmentation: PairAugmentation | None = None,
     ) -> None:
         super().__init__()
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {image_size}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["augmentation"])
+        self.augmentation = augmentation
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         train = list(range(train_identities))
         held_out = list(range(HELD_OUT_OFFSET, HELD_OUT_OFFSET + held_out_identities))

@@ -1,0 +1,93 @@
+"""``PairAugmentation``: one random kornia augmentation shared by every image of a (portrait, driving) pair.
+
+Colour jitter, a small affine and a horizontal flip are drawn per pair and applied alike to ``source``,
+``driving`` and ``target`` (so the character keeps its colours and the motion between the frames is unchanged),
+to the region map (nearest-neighbour) and to the keypoints. A flip mirrors the character, so the ground truth
+is mirrored too: the standard parameters of flipped pairs swap left and right (``ParamEyeLOpen`` ↔
+``ParamEyeROpen``, ``ParamBrowLY`` ↔ ``ParamBrowRY``) and negate the horizontal ones (``ParamAngleX``,
+``ParamAngleZ``, ``ParamEyeBallX``); region labels and keypoint names swap left and right.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor, nn
+
+from datamodules.parameters import PARAMETER_INDEX
+from datamodules.puppet import KEYPOINT_NAMES, REGIONS
+
+IMAGE_KEYS = ("source", "driving", "target")
+PARAM_KEYS = ("source_params", "driving_params")
+KEYPOINT_KEYS = ("source_keypoints", "driving_keypoints")
+REGION_KEY = "driving_regions"
+
+
+def _mirror_permutation(names: tuple[str, ...]) -> list[int]:
+    """For each name, the index of its mirror image (``left_x`` ↔ ``right_x``, ``mouth_left`` ↔ ``mouth_right``)."""
+    def mirror(name: str) -> str:
+        for a, b in (("left", "right"), ("right", "left")):
+            if a in name:
+                return name.replace(a, b)
+        return name
+
+    return [names.index(mirror(name)) for name in names]
+
+
+_NEGATED = [PARAMETER_INDEX[k] for k in ("ParamAngleX", "ParamAngleZ", "ParamEyeBallX")]
+_SWAPPED = [(PARAMETER_INDEX["ParamEyeLOpen"], PARAMETER_INDEX["ParamEyeROpen"]), (PARAMETER_INDEX["ParamBrowLY"], PARAMETER_INDEX["ParamBrowRY"])]
+
+
+class PairAugmentation(nn.Module):
+    """Random augmentation of whole pairs, applied on the batch (on its device) during training only.
+
+    Args:
+        brightness, contrast, saturation, hue: colour-jitter strengths (kornia ``ColorJitter``).
+        jitter_p: probability of colour jitter per pair.
+        degrees: largest rotation of the affine, in degrees.
+        translate: largest shift as a fraction of the image size.
+        scale: largest relative zoom in or out.
+        affine_p: probability of the affine per pair.
+        flip_p: probability of a horizontal flip per pair.
+    """
+
+    def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.03,
+                 jitter_p: float = 0.8, degrees: float = 5.0, translate: float = 0.05, scale: float = 0.05,
+                 affine_p: float = 0.5, flip_p: float = 0.5) -> None:
+        super().__init__()
+        self.augment = K.AugmentationSequential(
+            K.ColorJitter(brightness, contrast, saturation, hue, p=jitter_p),
+            K.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(1.0 - scale, 1.0 + scale), p=affine_p),
+            K.RandomHorizontalFlip(p=flip_p),
+        )
+        self.register_buffer("_keypoint_mirror", torch.tensor(_mirror_permutation(KEYPOINT_NAMES)), persistent=False)
+        self.register_buffer("_region_mirror", torch.tensor(_mirror_permutation(REGIONS)), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Augment a collated batch (keys of :mod:`datamodules.puppet_datamodule`); returns a new dict."""
+        out = dict(batch)
+        names = [k for k in IMAGE_KEYS if k in batch] + [k for k in KEYPOINT_KEYS if k in batch]
+        inputs = [batch[k] for k in names]
+        keys = ["input" if k in IMAGE_KEYS else "keypoints" for k in names]
+        if REGION_KEY in batch:
+            names.append(REGION_KEY)
+            inputs.append(batch[REGION_KEY][:, None].float())
+            keys.append("mask")
+        results = self.augment(*inputs, data_keys=keys)
+        out.update(zip(names, results))
+        flipped = self.augment._params[-1].data["batch_prob"].to(torch.bool).to(batch["source"].device)
+        if REGION_KEY in out:
+            regions = out[REGION_KEY][:, 0].round().long()
+            out[REGION_KEY] = torch.where(flipped[:, None, None], self._region_mirror[regions], regions)
+        for key in KEYPOINT_KEYS:
+            if key in out:
+                out[key] = torch.where(flipped[:, None, None], out[key][:, self._keypoint_mirror], out[key])
+        for key in PARAM_KEYS:
+            if key in out:
+                mirrored = out[key].clone()
+                mirrored[:, _NEGATED] = -mirrored[:, _NEGATED]
+                for a, b in _SWAPPED:
+                    mirrored[:, [a, b]] = mirrored[:, [b, a]]
+                out[key] = torch.where(flipped[:, None], mirrored, out[key])
+        return out
