@@ -1,8 +1,8 @@
 """Render Live2D training clips: ``python -m lightning_app.render --models ../shared/live2d --out data/live2d``.
 
 For every ``<models>/<Name>/<Name>.model3.json`` it renders ``--clips`` clips along random smooth trajectories
-of the standard face parameters, and ``--replays`` trajectories shared by all characters (the same motion on
-every character: cross-identity ground truth). Clips are head crops of ``--size`` pixels, written atomically in
+of the standard face parameters, ``--replays`` trajectories shared by all characters (the same motion on
+every character: cross-identity ground truth) and, with ``--motions``, the model's own authored motions. Clips are head crops of ``--size`` pixels, written atomically in
 the format of :mod:`datamodules.live2d.clips`; finished clips are skipped, so an interrupted run resumes. Work is
 spread over ``--workers`` spawned processes (each owns its GL context) with a progress bar.
 """
@@ -41,10 +41,22 @@ def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
     return found
 
 
-def plan_clips(characters: list[str], clips: int, replays: int, frames: int, fps: float, size: int, seed: int) -> list[ClipInfo]:
-    """Every clip to render: per character ``clips`` own random trajectories and ``replays`` shared ones."""
+def authored_motions(model_json: Path) -> list[str]:
+    """``"Group:index"`` for every motion listed in a model3.json."""
+    groups = json.loads(model_json.read_text(encoding="utf-8")).get("FileReferences", {}).get("Motions", {})
+    return [f"{group}:{i}" for group, entries in groups.items() for i in range(len(entries))]
+
+
+def plan_clips(characters: dict[str, Path], clips: int, replays: int, frames: int, fps: float, size: int, seed: int,
+               motions: bool = False) -> list[ClipInfo]:
+    """Every clip to render: per character ``clips`` own random trajectories, ``replays`` shared ones and, with
+    ``motions``, each authored motion (at most ``frames`` frames)."""
     plan = []
-    for character in characters:
+    for character, model_json in characters.items():
+        if motions:
+            for motion in authored_motions(model_json):
+                name = "motion_" + motion.replace(":", "_")
+                plan.append(ClipInfo(character, name, "motion", 0, fps, size, frames, PARAMETER_NAMES, (), motion=motion))
         own = zlib.crc32(character.encode()) * 1000 + seed * 100_000_000
         for i in range(clips):
             plan.append(ClipInfo(character, f"random_{i:03d}", "random", own + i, fps, size, frames, PARAMETER_NAMES, ()))
@@ -54,10 +66,11 @@ def plan_clips(characters: list[str], clips: int, replays: int, frames: int, fps
 
 
 def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, replays: int = 2, frames: int = 60, fps: float = 30.0,
-                   workers: int = 2, seed: int = 0, physics: bool = False, characters: list[str] | None = None) -> int:
+                   workers: int = 2, seed: int = 0, physics: bool = False, characters: list[str] | None = None,
+                   motions: bool = False) -> int:
     """Render what is missing under ``out``, then write ``out/index.json``; returns the number of clips rendered."""
     found = find_models(models, characters)
-    plan = [c for c in plan_clips(list(found), clips, replays, frames, fps, size, seed) if not (out / c.character / c.name / "clip.json").is_file()]
+    plan = [c for c in plan_clips(found, clips, replays, frames, fps, size, seed, motions) if not (out / c.character / c.name / "clip.json").is_file()]
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool, Progress() as progress:
         bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
         futures = {pool.submit(render_clip, str(found[c.character]), str(out), c, physics): c for c in plan}
@@ -83,12 +96,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--physics", action="store_true", help="load the models' physics (hair sway)")
+    parser.add_argument("--physics", action="store_true", help="load the models' physics (hair sway) for trajectory clips; authored motions always have it")
     parser.add_argument("--characters", nargs="+", help="only these model folders")
+    parser.add_argument("--motions", action="store_true", help="also render each authored motion (at most --frames frames)")
     args = parser.parse_args(argv)
     try:
         count = render_dataset(args.models, args.out, args.size, args.clips, args.replays, args.frames, args.fps,
-                               args.workers, args.seed, args.physics, args.characters)
+                               args.workers, args.seed, args.physics, args.characters, args.motions)
     except UserFacingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

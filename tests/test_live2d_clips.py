@@ -90,3 +90,16 @@ def test_damaged_clips_are_named_and_skipped(dataset, tmp_path):
     assert any("Hiyori/random_000/params.npy" in line and "one row per frame" in line for line in bad)
     with pytest.warns(UserWarning, match="skipping 2 bad clip"):
         Live2DClipDataModule(str(copy), held_out=["Mark"], val_mode="self", test_mode="self")
+
+
+@needs_models
+def test_authored_motions_become_clips_with_their_parameters(tmp_path):
+    assert render_dataset(MODELS, tmp_path, size=48, clips=0, replays=0, frames=40, workers=1, characters=["Haru"], motions=True) == 6
+    clips, bad = index_clips(tmp_path)
+    assert bad == [] and {c.source for c in clips} == {"motion"} and len(clips) == 6
+    clip = next(c for c in clips if c.motion == "TapBody:0")
+    params = np.load(Path(clip.path) / "params.npy")
+    assert 1 < clip.frames <= 40 and params.shape == (clip.frames, 11)
+    assert params.std(axis=0).max() > 0.05, "the authored motion moves standard parameters"
+    frames = np.load(Path(clip.path) / "frames.npy", mmap_mode="r")
+    assert not np.array_equal(frames[0], frames[-1])

@@ -103,6 +103,18 @@ class ParameterBinding:
             ys.append(self.maximum)
         return float(np.interp(value, xs, ys))
 
+    def to_standard(self, value: float) -> float:
+        """The inverse of :meth:`to_model`: a model value back on the standard scale."""
+        std = STANDARD_PARAMETERS[self.standard]
+        xs, ys = [self.minimum], [std.minimum]
+        if self.default > self.minimum and std.default > std.minimum:
+            xs.append(self.default)
+            ys.append(std.default)
+        if self.maximum > xs[-1] and std.maximum > ys[-1]:
+            xs.append(self.maximum)
+            ys.append(std.maximum)
+        return float(np.interp(value, xs, ys))
+
 
 class Live2DCharacter:
     """A Live2D model rendered headlessly as a ``size×size`` head crop.
@@ -113,21 +125,25 @@ class Live2DCharacter:
         physics: load the model's physics (hair and clothes sway); off gives frames that depend only on the
             parameters.
         crop_padding: the crop's side as a multiple of the moving head's extent.
+        motions: load the model's authored motions (for :meth:`render_motion`). The model is then loaded as
+            published, physics included (live2d-py 1.0.0 crashes on a model loaded from an edited JSON string
+            that lists motions).
 
     Raises:
         Live2DModelError: bad files, or none of the standard face parameters.
     """
 
-    def __init__(self, model_json: str | Path, size: int = 256, physics: bool = False, crop_padding: float = 1.3) -> None:
+    def __init__(self, model_json: str | Path, size: int = 256, physics: bool = False, crop_padding: float = 1.3, motions: bool = False) -> None:
         self.path = Path(model_json)
         self.name = self.path.name.removesuffix(".model3.json")
         setting = check_model_files(self.path)
-        refs = dict(setting["FileReferences"])
-        for key in ("Motions", "Expressions") + (() if physics else ("Physics",)):
-            refs.pop(key, None)
         self.gl = HeadlessGL.current()
         self.model = live2d.Model()
-        self.model.LoadFromJsonString(json.dumps({**setting, "FileReferences": refs}), True, str(self.path.parent) + "/")
+        if motions:
+            self.model.LoadModelJson(str(self.path))
+        else:
+            refs = {k: v for k, v in setting["FileReferences"].items() if k not in ("Motions", "Expressions") and (physics or k != "Physics")}
+            self.model.LoadFromJsonString(json.dumps({**setting, "FileReferences": refs}), True, str(self.path.parent) + "/")
         self.model.SetAutoBlink(False)
         self.model.SetAutoBreath(False)
         self.bindings = self._bind_parameters()
@@ -193,6 +209,39 @@ class Live2DCharacter:
         if params.shape != (len(PARAMETER_NAMES),):
             raise ValueError(f"expected {len(PARAMETER_NAMES)} standard parameters, got shape {params.shape}")
         return self._draw(params, self.size)
+
+
+    def render_motion(self, group: str, index: int, fps: float, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Play authored motion ``group[index]`` (its curves drive every parameter it animates) at ``fps``.
+
+        Returns:
+            Frames ``T×S×S×4`` uint8 RGBA (premultiplied) and the standard parameters read back from the model,
+            ``T×P`` float32 (defaults where the model lacks one); ``T`` is the motion's length, at most
+            ``max_frames``.
+
+        Raises:
+            Live2DModelError: no such motion (the character must be created with ``motions=True``).
+        """
+        groups = self.model.GetMotionGroups()
+        if not 0 <= index < groups.get(group, 0):
+            raise Live2DModelError(f"{str(self.path)!r} has no motion {group}[{index}] (motion groups: {groups})")
+        self.model.ResetAllParameters()
+        self.model.ResetPose()
+        self.model.StopAllMotions()
+        self.model.StartMotion(group, index, 3)
+        frames, params = [], []
+        for _ in range(max_frames):
+            self.gl.bind(self.size)
+            self.model.Update(1.0 / fps)
+            values = default_parameters()
+            for name, binding in self.bindings.items():
+                values[PARAMETER_NAMES.index(name)] = binding.to_standard(self.model.GetParamValueById(binding.model_id))
+            self.model.Draw()
+            frames.append(self.gl.read(self.size))
+            params.append(values)
+            if self.model.IsMotionFinished():
+                break
+        return np.stack(frames), np.stack(params).astype(np.float32)
 
 
 def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:

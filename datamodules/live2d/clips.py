@@ -31,7 +31,11 @@ class ClipError(UserFacingError):
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """Description of one clip (the content of ``clip.json``, plus where it lies)."""
+    """Description of one clip (the content of ``clip.json``, plus where it lies).
+
+    ``source`` is ``random`` or ``replay`` (a trajectory from ``seed``) or ``motion`` (the model's authored motion
+    ``motion`` = ``"Group:index"``; ``frames`` is then the motion's length).
+    """
 
     character: str
     name: str
@@ -42,6 +46,7 @@ class ClipInfo:
     frames: int
     parameter_names: tuple[str, ...]
     missing: tuple[str, ...]
+    motion: str = ""
     path: str = ""
 
     @property

@@ -37,16 +37,16 @@ class RenderedPoses:
     crop: tuple[float, float, float]
 
 
-_characters: dict[tuple[str, int, bool], object] = {}  # this worker's loaded characters
+_characters: dict[tuple[str, int, bool, bool], object] = {}  # this worker's loaded characters
 
 
-def _character(model_json: str, size: int, physics: bool):
+def _character(model_json: str, size: int, physics: bool, motions: bool = False):
     """The worker's character for these settings, loaded on first use (imports live2d: workers only)."""
     from datamodules.live2d.character import Live2DCharacter
 
-    key = (model_json, size, physics)
+    key = (model_json, size, physics, motions)
     if key not in _characters:
-        _characters[key] = Live2DCharacter(model_json, size=size, physics=physics)
+        _characters[key] = Live2DCharacter(model_json, size=size, physics=physics, motions=motions)
     return _characters[key]
 
 
@@ -58,10 +58,18 @@ def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = 
 
 
 def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool) -> str:
-    """Render the clip described by ``info`` along its trajectory and write it atomically; runs in the worker."""
-    params = random_trajectory(info.seed, info.frames, info.fps)
-    rendered = render_poses(model_json, params, info.size, physics)
-    write_clip(root, replace(info, missing=tuple(rendered.missing)), rendered.frames, params)
+    """Render the clip described by ``info`` (a trajectory, or an authored motion of at most ``info.frames``
+    frames) and write it atomically; runs in the worker."""
+    if info.source == "motion":
+        character = _character(model_json, info.size, physics=True, motions=True)  # loaded as published
+        group, index = info.motion.rsplit(":", 1)
+        frames, params = character.render_motion(group, int(index), info.fps, info.frames)
+        info = replace(info, frames=len(frames), missing=tuple(character.missing))
+    else:
+        params = random_trajectory(info.seed, info.frames, info.fps)
+        rendered = render_poses(model_json, params, info.size, physics)
+        frames, info = rendered.frames, replace(info, missing=tuple(rendered.missing))
+    write_clip(root, info, frames, params)
     return info.name
 
 
