@@ -15,6 +15,7 @@ import multiprocessing
 import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from rich.progress import Progress
@@ -75,7 +76,12 @@ def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, rep
         bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
         futures = {pool.submit(render_clip, str(found[c.character]), str(out), c, physics): c for c in plan}
         for future in as_completed(futures):
-            future.result()
+            clip = futures[future]
+            try:
+                future.result()
+            except BrokenProcessPool as exc:
+                raise UserFacingError(f"a rendering process died on {clip.character}/{clip.name} ({found[clip.character]}); "
+                                      "finished clips are kept, run again to resume") from exc
             progress.advance(bar)
     written, bad = index_clips(out)
     for line in bad:
