@@ -1,0 +1,99 @@
+"""Import plain footage as clips: ``python -m lightning_app.import_video --input VIDEO.mp4|FRAMES_DIR --character NAME --out data/live2d``.
+
+Recorded Live2D (or other anime) footage without ground truth becomes a clip in the format of
+:mod:`datamodules.live2d.clips`: frames are centre-cropped to a square (or to ``--box``), resized to ``--size``
+and stored opaque; the parameters are NaN (unknown) and the clip's source is ``video``. The clip DataModule
+then uses it for self-reenactment pairs like any other clip of that character.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datamodules.live2d.clips import ClipInfo, write_clip
+from datamodules.parameters import PARAMETER_NAMES
+from modules.errors import UserFacingError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def read_frames(source: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
+    """RGB frames (``H×W×3`` uint8) and the frame rate of a video file or a folder of images (30 fps assumed)."""
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_frames]
+        if not files:
+            raise UserFacingError(f"{str(source)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        frames = []
+        for file in files:
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if image is None:
+                raise UserFacingError(f"{str(file)!r} is not a readable image")
+            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if len({f.shape for f in frames}) > 1:
+            raise UserFacingError(f"images in {str(source)!r} differ in size; expected one size for a clip")
+        return frames, 30.0
+    if not source.is_file():
+        raise UserFacingError(f"{str(source)!r} does not exist")
+    capture = cv2.VideoCapture(str(source))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while len(frames) < max_frames:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    capture.release()
+    if not frames:
+        raise UserFacingError(f"{str(source)!r} is not a readable video (no frame decoded)")
+    return frames, float(fps)
+
+
+def square_crop(frames: list[np.ndarray], size: int, box: tuple[int, int, int] | None) -> np.ndarray:
+    """``T×size×size×4`` uint8 RGBA (opaque) from the square ``box`` = (x, y, side), or the centred square."""
+    height, width = frames[0].shape[:2]
+    x, y, side = box if box is not None else ((width - min(height, width)) // 2, (height - min(height, width)) // 2, min(height, width))
+    if side < 1 or x < 0 or y < 0 or x + side > width or y + side > height:
+        raise UserFacingError(f"--box {x} {y} {side} does not fit in the {width}×{height} frames")
+    out = np.empty((len(frames), size, size, 4), np.uint8)
+    for i, frame in enumerate(frames):
+        out[i, ..., :3] = cv2.resize(frame[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    out[..., 3] = 255
+    return out
+
+
+def import_clip(source: Path, out: Path, character: str, size: int = 256, name: str | None = None,
+                box: tuple[int, int, int] | None = None, max_frames: int = 10_000) -> Path:
+    """Write ``source`` (video or image folder) as clip ``out/<character>/<name>``; returns its folder."""
+    frames, fps = read_frames(source, max_frames)
+    rgba = square_crop(frames, size, box)
+    params = np.full((len(rgba), len(PARAMETER_NAMES)), np.nan, np.float32)
+    clip_name = name or f"video_{source.stem}"
+    info = ClipInfo(character, clip_name, "video", 0, fps, size, len(rgba), PARAMETER_NAMES, PARAMETER_NAMES)
+    return write_clip(out, info, rgba, params)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, required=True, help="video file (mp4, ...) or folder of frame images")
+    parser.add_argument("--character", required=True, help="character name (its folder in the dataset)")
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--name", help="clip name (default: video_<input stem>)")
+    parser.add_argument("--box", type=int, nargs=3, metavar=("X", "Y", "SIDE"), help="square crop in source pixels")
+    parser.add_argument("--max-frames", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    try:
+        folder = import_clip(args.input, args.out, args.character, args.size, args.name, tuple(args.box) if args.box else None, args.max_frames)
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {folder}")
+
+
+if __name__ == "__main__":
+    main()
