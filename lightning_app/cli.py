@@ -11,7 +11,6 @@ Errors the user can fix (missing weights, a bad checkpoint) are printed as one m
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_app.checkpoints import find_last_checkpoint, verify_checkpoint
 from modules.animator_module import AnimatorModule
-from modules.errors import CheckpointError, UserFacingError
+from modules.errors import CheckpointError, exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [str(CONFIG_DIR / "trainer" / "default.yaml"), str(CONFIG_DIR / "data" / "puppet.yaml")]
@@ -75,8 +74,5 @@ class AnimatorCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point: run the CLI, printing user-facing errors as ``error: ...`` with exit status 2."""
-    try:
+    with exit_on_user_error():
         AnimatorCLI(args=args)
-    except UserFacingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -9,7 +9,6 @@ then uses it for self-reenactment pairs like any other clip of that character.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,7 +16,7 @@ import numpy as np
 
 from datamodules.live2d.clips import ClipInfo, write_clip
 from datamodules.parameters import PARAMETER_NAMES
-from modules.errors import UserFacingError
+from modules.errors import UserFacingError, exit_on_user_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -87,11 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--box", type=int, nargs=3, metavar=("X", "Y", "SIDE"), help="square crop in source pixels")
     parser.add_argument("--max-frames", type=int, default=10_000)
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         folder = import_clip(args.input, args.out, args.character, args.size, args.name, tuple(args.box) if args.box else None, args.max_frames)
-    except UserFacingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {folder}")
 
 

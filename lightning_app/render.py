@@ -24,7 +24,7 @@ from datamodules.live2d.clips import ClipInfo, index_clips
 from datamodules.live2d.render_process import render_clip
 from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.files import atomic_write_text
-from modules.errors import UserFacingError
+from modules.errors import UserFacingError, exit_on_user_error
 
 REPLAY_SEED_BASE = 1_000_000
 
@@ -106,12 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--characters", nargs="+", help="only these model folders")
     parser.add_argument("--motions", action="store_true", help="also render each authored motion (at most --frames frames)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         count = render_dataset(args.models, args.out, args.size, args.clips, args.replays, args.frames, args.fps,
                                args.workers, args.seed, args.physics, args.characters, args.motions)
-    except UserFacingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"rendered {count} clips into {args.out}")
 
 

@@ -1,4 +1,8 @@
-"""Errors meant for the person at the keyboard: the CLI prints their message alone, without a traceback."""
+"""Errors meant for the person at the keyboard: the commands print their message alone, without a traceback."""
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class UserFacingError(Exception):
@@ -11,3 +15,13 @@ class PretrainedWeightsError(UserFacingError):
 
 class CheckpointError(UserFacingError):
     """A checkpoint file is missing, truncated, corrupt or of the wrong kind."""
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Around a command's work: a :class:`UserFacingError` is printed as ``error: ...`` and exits with status 2."""
+    try:
+        yield
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
