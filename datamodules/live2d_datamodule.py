@@ -4,7 +4,8 @@ Clips come from ``python -m lightning_app.render`` (format: :mod:`datamodules.li
 split, not frames: ``held_out`` characters are used only for validation and test. Batches have the same keys as
 :class:`~datamodules.PuppetDataModule` (``source``, ``driving``, ``target``, ``source_params``,
 ``driving_params``, ``identity``, ``driving_identity``), images ``3×H×W`` float in ``[0, 1]`` composited over
-``background``.
+``background``; where every clip has rendered ground truth also ``driving_regions`` (``H×W`` int64) and
+``source_keypoints``/``driving_keypoints`` (``K×2`` pixels at ``image_size``).
 
 Pairs:
     ``self`` — source and driving from one clip, at most ``max_gap`` frames apart; target = driving.
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
+from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, index_clips, open_arrays
 from datamodules.augmentation import PairAugmentation
 from datamodules.pair_datamodule import PairDataModule, PairMode
 from modules.errors import UserFacingError
@@ -60,21 +61,33 @@ class Live2DClipPairs(Dataset):
                         self.replays.append((a, drivers))
             if not self.replays:
                 raise UserFacingError(f"cross-identity pairs need a replayed trajectory of {', '.join(portraits)} rendered on another character too")
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # memory maps, opened lazily in each worker
+        self.ground_truth = all(set(GROUND_TRUTH) <= set(c.ground_truth) for c in clips)
+        self._arrays: dict[int, dict[str, np.ndarray]] = {}  # memory maps, opened lazily in each worker
 
     def __len__(self) -> int:
         return self.length
 
-    def _frame(self, clip: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _frame(self, clip: int, t: int) -> dict[str, torch.Tensor]:
+        """Frame ``t`` of ``clip``: ``image``, ``params`` and, with ground truth, ``regions`` and ``keypoints``."""
         if clip not in self._arrays:
-            self._arrays[clip] = open_arrays(self.clips[clip].folder)
-        frames, params = self._arrays[clip]
-        rgba = np.asarray(frames[t], dtype=np.float32)
+            self._arrays[clip] = open_arrays(self.clips[clip])
+        arrays = self._arrays[clip]
+        rgba = np.asarray(arrays["frames"][t], dtype=np.float32)
         rgb = rgba[..., :3] + (1.0 - rgba[..., 3:] / 255.0) * self.background
-        if rgb.shape[0] != self.image_size:
+        size = rgb.shape[0]
+        if size != self.image_size:
             rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
-        image = torch.from_numpy(np.clip(rgb, 0, 255) / 255.0).permute(2, 0, 1).float()
-        return image, torch.from_numpy(np.array(params[t], dtype=np.float32))
+        frame = {
+            "image": torch.from_numpy(np.clip(rgb, 0, 255) / 255.0).permute(2, 0, 1).float(),
+            "params": torch.from_numpy(np.array(arrays["params"][t], dtype=np.float32)),
+        }
+        if self.ground_truth:
+            regions = np.array(arrays["regions"][t])
+            if size != self.image_size:
+                regions = cv2.resize(regions, (self.image_size, self.image_size), interpolation=cv2.INTER_NEAREST)
+            frame["regions"] = torch.from_numpy(regions).long()
+            frame["keypoints"] = torch.from_numpy(np.array(arrays["keypoints"][t], dtype=np.float32) * (self.image_size / size))
+        return frame
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
@@ -87,18 +100,19 @@ class Live2DClipPairs(Dataset):
             a, drivers = self.replays[int(rng.integers(len(self.replays)))]
             b = drivers[int(rng.integers(len(drivers)))]
             t_src, t_drv = 0, int(rng.integers(self.clips[b].frames))
-        source, source_params = self._frame(a, t_src)
-        driving, driving_params = self._frame(b, t_drv)
-        target = driving if a == b else self._frame(a, t_drv)[0]
-        return {
-            "source": source,
-            "driving": driving,
-            "target": target,
-            "source_params": source_params,
-            "driving_params": driving_params,
+        source, driving = self._frame(a, t_src), self._frame(b, t_drv)
+        item = {
+            "source": source["image"],
+            "driving": driving["image"],
+            "target": driving["image"] if a == b else self._frame(a, t_drv)["image"],
+            "source_params": source["params"],
+            "driving_params": driving["params"],
             "identity": torch.tensor(self.identity[self.clips[a].character]),
             "driving_identity": torch.tensor(self.identity[self.clips[b].character]),
         }
+        if self.ground_truth:
+            item.update(driving_regions=driving["regions"], source_keypoints=source["keypoints"], driving_keypoints=driving["keypoints"])
+        return item
 
 
 class Live2DClipDataModule(PairDataModule):

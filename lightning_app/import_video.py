@@ -73,7 +73,7 @@ def import_clip(source: Path, out: Path, character: str, size: int = 256, name: 
     params = np.full((len(rgba), len(PARAMETER_NAMES)), np.nan, np.float32)
     clip_name = name or f"video_{source.stem}"
     info = ClipInfo(character, clip_name, "video", 0, fps, size, len(rgba), PARAMETER_NAMES, PARAMETER_NAMES)
-    return write_clip(out, info, rgba, params)
+    return write_clip(out, info, {"frames": rgba, "params": params})
 
 
 def main(argv: list[str] | None = None) -> None:

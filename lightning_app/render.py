@@ -2,8 +2,9 @@
 
 For every ``<models>/<Name>/<Name>.model3.json`` it renders ``--clips`` clips along random smooth trajectories
 of the standard face parameters, ``--replays`` trajectories shared by all characters (the same motion on
-every character: cross-identity ground truth) and, with ``--motions``, the model's own authored motions. Clips are head crops of ``--size`` pixels, written atomically in
-the format of :mod:`datamodules.live2d.clips`; finished clips are skipped, so an interrupted run resumes. Work is
+every character: cross-identity ground truth) and, with ``--motions``, the model's own authored motions. Clips
+are head crops of ``--size`` pixels with per-frame region maps and keypoints, written atomically in the format of
+:mod:`datamodules.live2d.clips`; finished clips are skipped, so an interrupted run resumes. Work is
 spread over ``--workers`` spawned processes (each owns its GL context) with a progress bar.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from datamodules.live2d.clips import ClipInfo, index_clips
+from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip
 from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.files import atomic_write_text
@@ -40,6 +42,22 @@ def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
             raise UserFacingError(f"no model folder for {', '.join(unknown)} under {str(models)!r}; found {', '.join(found)}")
         found = {n: found[n] for n in names}
     return found
+
+
+def read_region_overrides(path: Path) -> dict[str, dict[str, str]]:
+    """Per-model region overrides from a JSON file ``{Name: {part or drawable ID: kind}}``, checked."""
+    try:
+        overrides = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserFacingError(f"--region-overrides {str(path)!r}: not a readable JSON file ({exc})") from exc
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise UserFacingError(f"--region-overrides {str(path)!r}: expected {{\"Name\": {{\"PartId\": \"kind\"}}}}")
+    for name, table in overrides.items():
+        try:
+            check_overrides(table, f"{path} [{name}]")
+        except ValueError as exc:
+            raise UserFacingError(str(exc)) from exc
+    return overrides
 
 
 def authored_motions(model_json: Path) -> list[str]:
@@ -68,13 +86,14 @@ def plan_clips(characters: dict[str, Path], clips: int, replays: int, frames: in
 
 def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, replays: int = 2, frames: int = 60, fps: float = 30.0,
                    workers: int = 2, seed: int = 0, physics: bool = False, characters: list[str] | None = None,
-                   motions: bool = False) -> int:
+                   motions: bool = False, region_overrides: dict[str, dict[str, str]] | None = None) -> int:
     """Render what is missing under ``out``, then write ``out/index.json``; returns the number of clips rendered."""
     found = find_models(models, characters)
     plan = [c for c in plan_clips(found, clips, replays, frames, fps, size, seed, motions) if not (out / c.character / c.name / "clip.json").is_file()]
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool, Progress() as progress:
         bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
-        futures = {pool.submit(render_clip, str(found[c.character]), str(out), c, physics): c for c in plan}
+        overrides = region_overrides or {}
+        futures = {pool.submit(render_clip, str(found[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
         for future in as_completed(futures):
             clip = futures[future]
             try:
@@ -105,10 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--physics", action="store_true", help="load the models' physics (hair sway) for trajectory clips; authored motions always have it")
     parser.add_argument("--characters", nargs="+", help="only these model folders")
     parser.add_argument("--motions", action="store_true", help="also render each authored motion (at most --frames frames)")
+    parser.add_argument("--region-overrides", type=Path, help="JSON {Name: {part or drawable ID: kind}} for region maps "
+                        f"where the model's names are not informative (kinds: {', '.join(KINDS)})")
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        overrides = read_region_overrides(args.region_overrides) if args.region_overrides else None
         count = render_dataset(args.models, args.out, args.size, args.clips, args.replays, args.frames, args.fps,
-                               args.workers, args.seed, args.physics, args.characters, args.motions)
+                               args.workers, args.seed, args.physics, args.characters, args.motions, overrides)
     print(f"rendered {count} clips into {args.out}")
 
 

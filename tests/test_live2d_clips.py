@@ -36,6 +36,10 @@ def test_clips_are_complete_and_replays_share_their_trajectory(dataset):
     frames = np.load(Path(replays[0].path) / "frames.npy", mmap_mode="r")
     assert frames.shape == (10, 64, 64, 4) and frames[..., 3].max() == 255
     assert not np.array_equal(frames[0], frames[-1]), "the trajectory moves the character"
+    regions = np.load(Path(replays[0].path) / "regions.npy", mmap_mode="r")
+    keypoints = np.load(Path(replays[0].path) / "keypoints.npy", mmap_mode="r")
+    assert regions.shape == (10, 64, 64) and keypoints.shape == (10, 12, 2) and replays[0].ground_truth == ("regions", "keypoints")
+    assert ((keypoints >= 0) & (keypoints < 64)).all()
 
 
 @needs_models
@@ -53,6 +57,8 @@ def test_datamodule_splits_by_character_and_gives_cross_identity_ground_truth(da
     mark = sorted(CHARACTERS).index("Mark")
     assert train["source"].shape == (4, 3, 32, 32) and (train["identity"] != mark).all()
     assert (train["identity"] == train["driving_identity"]).all()
+    assert train["driving_regions"].shape == (4, 32, 32) and train["driving_keypoints"].shape == (4, 12, 2)
+    assert train["driving_keypoints"].max() < 32, "keypoints are scaled with the image"
     test = next(iter(dm.test_dataloader()))
     assert (test["identity"] == mark).all() and (test["driving_identity"] != mark).all()
     assert not np.allclose(test["target"], test["driving"]), "target is Mark in the driver's pose, not the driver"
@@ -83,12 +89,16 @@ def test_damaged_clips_are_named_and_skipped(dataset, tmp_path):
     frames.write_bytes(frames.read_bytes()[:1000])
     with pytest.raises(ClipError, match="frames.npy.*truncated"):
         read_clip(frames.parent)
+    keypoints = copy / "Mark" / "random_000" / "keypoints.npy"
+    np.save(keypoints, np.zeros((10, 5, 2), np.float32))
+    with pytest.raises(ClipError, match=r"keypoints.npy: expected float32 \(10, 12, 2\)"):
+        read_clip(keypoints.parent)
     params = copy / "Hiyori" / "random_000" / "params.npy"
     np.save(params, np.zeros((3, 11), np.float32))
     clips, bad = index_clips(copy)
-    assert len(clips) == 4 and len(bad) == 2
-    assert any("Hiyori/random_000/params.npy" in line and "one row per frame" in line for line in bad)
-    with pytest.warns(UserWarning, match="skipping 2 bad clip"):
+    assert len(clips) == 3 and len(bad) == 3
+    assert any("Hiyori/random_000/params.npy" in line and "one entry per frame" in line for line in bad)
+    with pytest.warns(UserWarning, match="skipping 3 bad clip"):
         Live2DClipDataModule(str(copy), held_out=["Mark"], val_mode="self", test_mode="self")
 
 

@@ -1,24 +1,29 @@
-"""``Live2DCharacter``: one Live2D Cubism model, posed by the standard parameters and rendered as a head crop.
+"""``Live2DCharacter``: one Live2D Cubism model, posed by the standard parameters and rendered as a head crop
+with its ground truth (region map, keypoints).
 
 Import this module only in the process that renders (it imports ``live2d`` and creates the GL context lazily;
 see :mod:`datamodules.live2d.headless_gl`). The model files are checked in Python first, because a missing or
 inconsistent file makes the Cubism core end the process instead of raising.
 
 Rendering is deterministic: automatic blink and breath are off, no motions or expressions are loaded, physics
-is loaded only when asked for, and every frame uses the same fixed time step. The portrait crop is the square
-around the pixels that move when the head turns and the eyes and mouth move, so it follows the head on every
-model without per-model tables, and it is fixed for the character (stable over a clip).
+is loaded only when asked for, and every frame uses the same fixed time step. The portrait crop is a square
+around the face drawables (skin, eyes, brows, mouth; see :mod:`datamodules.live2d.regions`) at the default pose,
+fixed for the character (stable over a clip).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from datamodules.live2d.headless_gl import HeadlessGL, live2d
+from datamodules.live2d.keypoints import rig_keypoints
+from datamodules.live2d.moc import read_moc_layout
+from datamodules.live2d.regions import REGION_OVERRIDES, check_overrides, decode_labels, drawable_kind, paint_label_textures, region_names
 from datamodules.parameters import PARAMETER_NAMES, STANDARD_PARAMETERS, default_parameters
 from modules.errors import UserFacingError
 
@@ -37,11 +42,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "ParamMouthOpenY": ("PARAM_MOUTH_OPEN_Y", "ParamA"),
     "ParamMouthForm": ("PARAM_MOUTH_FORM",),
 }
-# Poses whose moving pixels outline the head for the portrait crop.
-_HEAD_PROBES: tuple[dict[str, float], ...] = (
-    {"ParamAngleX": 30.0}, {"ParamAngleX": -30.0}, {"ParamAngleY": 30.0}, {"ParamAngleY": -30.0},
-    {"ParamAngleZ": 30.0}, {"ParamAngleZ": -30.0}, {"ParamEyeLOpen": 0.0}, {"ParamEyeROpen": 0.0}, {"ParamMouthOpenY": 1.0},
-)
+FACE_KINDS = ("face", "eye", "iris", "brow", "mouth", "nose")  # the kinds that make up the face for the crop
 _TIME_STEP = 1.0 / 30.0
 
 
@@ -116,24 +117,44 @@ class ParameterBinding:
         return float(np.interp(value, xs, ys))
 
 
+@dataclass(frozen=True)
+class Live2DFrame:
+    """One rendered frame with its ground truth.
+
+    Attributes:
+        image: ``S×S×4`` uint8 RGBA, alpha premultiplied.
+        regions: ``S×S`` uint8 indices into :data:`~datamodules.puppet.REGIONS`.
+        keypoints: ``K×2`` float32 pixel coordinates (x right, y down) in
+            :data:`~datamodules.puppet.KEYPOINT_NAMES` order.
+    """
+
+    image: np.ndarray
+    regions: np.ndarray
+    keypoints: np.ndarray
+
+
 class Live2DCharacter:
-    """A Live2D model rendered headlessly as a ``size×size`` head crop.
+    """A Live2D model rendered headlessly as a ``size×size`` head crop with region maps and keypoints.
 
     Args:
         model_json: the model's ``*.model3.json``.
         size: output height and width in pixels.
         physics: load the model's physics (hair and clothes sway); off gives frames that depend only on the
             parameters.
-        crop_padding: the crop's side as a multiple of the moving head's extent.
+        crop_padding: the crop's side as a multiple of the face's extent (skin, eyes, brows, mouth at the
+            default pose).
         motions: load the model's authored motions (for :meth:`render_motion`). The model is then loaded as
             published, physics included (live2d-py 1.0.0 crashes on a model loaded from an edited JSON string
             that lists motions).
+        region_overrides: part or drawable ID → kind, on top of :data:`~datamodules.live2d.regions.REGION_OVERRIDES`
+            for this model (see :mod:`datamodules.live2d.regions`).
 
     Raises:
-        Live2DModelError: bad files, or none of the standard face parameters.
+        Live2DModelError: bad files, none of the standard face parameters, or no drawable recognisable as the face.
     """
 
-    def __init__(self, model_json: str | Path, size: int = 256, physics: bool = False, crop_padding: float = 1.3, motions: bool = False) -> None:
+    def __init__(self, model_json: str | Path, size: int = 256, physics: bool = False, crop_padding: float = 1.7,
+                 motions: bool = False, region_overrides: dict[str, str] | None = None) -> None:
         self.path = Path(model_json)
         self.name = self.path.name.removesuffix(".model3.json")
         setting = check_model_files(self.path)
@@ -142,19 +163,22 @@ class Live2DCharacter:
         if motions:
             self.model.LoadModelJson(str(self.path))
         else:
-            refs = {k: v for k, v in setting["FileReferences"].items() if k not in ("Motions", "Expressions") and (physics or k != "Physics")}
-            self.model.LoadFromJsonString(json.dumps({**setting, "FileReferences": refs}), True, str(self.path.parent) + "/")
+            self.model.LoadFromJsonString(json.dumps(_without_motions(setting, physics)), True, str(self.path.parent) + "/")
         self.model.SetAutoBlink(False)
         self.model.SetAutoBreath(False)
         self.bindings = self._bind_parameters()
         if not self.bindings:
             raise Live2DModelError(f"{str(self.path)!r} has none of the standard face parameters ({', '.join(PARAMETER_NAMES)})")
         self.size = size
-        self.crop = self._head_box(crop_padding)
         self.model.Resize(size, size)
-        scale = 1.0 / self.crop[2]
-        self.model.SetScale(scale)
-        self.model.SetOffset(-scale * self.crop[0], -scale * self.crop[1])
+        self._classify(setting, {**REGION_OVERRIDES.get(self.name, {}), **(region_overrides or {})})
+        self.crop = self._face_box(crop_padding)
+        self.labels = self._label_model(setting, physics or motions)
+        for model in (self.model, self.labels):
+            model.Resize(size, size)
+            scale = 1.0 / self.crop[2]
+            model.SetScale(scale)
+            model.SetOffset(-scale * self.crop[0], -scale * self.crop[1])
 
     @property
     def missing(self) -> list[str]:
@@ -172,52 +196,97 @@ class Live2DCharacter:
                 )
         return bindings
 
-    def _draw(self, params: np.ndarray, size: int) -> np.ndarray:
-        self.gl.bind(size)
+    def _classify(self, setting: dict, overrides: dict[str, str]) -> None:
+        """Kind and region of every drawable, from the moc's part tree and the default pose's meshes."""
+        check_overrides(overrides, f"region overrides for {self.name}")
+        self.layout = read_moc_layout(self.path.parent / setting["FileReferences"]["Moc"])
+        if [d.id for d in self.layout] != list(self.model.GetDrawableIds()):
+            raise Live2DModelError(f"{str(self.path)!r}: the moc's drawables differ from the loaded model's")
+        self.kinds = [drawable_kind(d, overrides) for d in self.layout]
+        self._pose(default_parameters())
+        self.gl.bind(self.size)
+        self.model.Draw()
+        meshes = self._meshes()
+        eyes = [m for m, k in zip(meshes, self.kinds) if k in ("eye", "iris") and len(m)]
+        if not eyes:
+            raise Live2DModelError(f"{str(self.path)!r}: no drawable is recognisable as an eye (part IDs: "
+                                   f"{', '.join(sorted({p for d in self.layout for p in d.parts}))}); give region overrides")
+        all_eyes = np.concatenate(eyes)
+        midline = (all_eyes[:, 0].min() + all_eyes[:, 0].max()) / 2
+        centres = np.array([(m[:, 0].min() + m[:, 0].max()) / 2 if len(m) else midline for m in meshes])
+        self.regions = region_names(self.kinds, centres, midline)
+        try:
+            rig_keypoints(meshes, self.regions, self.kinds)
+        except ValueError as exc:
+            raise Live2DModelError(f"{str(self.path)!r}: {exc}") from exc
+
+    def _meshes(self) -> list[np.ndarray]:
+        """Each drawable's current vertices in normalised device coordinates (x right, y up), ``V×2``; empty
+        for drawables outside the face (:data:`FACE_KINDS`) and those not shown at the default pose."""
+        mvp = np.asarray(self.model.GetMvp(), np.float32).reshape(4, 4)
+        meshes = []
+        for index, (drawable, kind) in enumerate(zip(self.layout, self.kinds)):
+            shown = drawable.visible and kind in FACE_KINDS
+            vertices = np.asarray(self.model.GetDrawableVertices(index), np.float32).reshape(-1, 2) if shown else np.zeros((0, 2), np.float32)
+            meshes.append(vertices @ mvp[:2, :2] + mvp[3, :2])
+        return meshes
+
+    def _face_box(self, padding: float) -> tuple[float, float, float]:
+        """Centre (x, y) and half side of the head crop in the uncropped view's normalised device coordinates,
+        from the face's meshes at the default pose (with room above for hair)."""
+        points = np.concatenate(self._meshes())
+        (x0, y0), (x1, y1) = points.min(0), points.max(0)
+        half = padding * max(x1 - x0, y1 - y0) / 2
+        return float((x0 + x1) / 2), float((y0 + y1) / 2 + 0.15 * half), float(half)
+
+    def _label_model(self, setting: dict, physics: bool) -> live2d.Model:
+        """A second instance of the model whose textures are painted in region colours (same parts, pose and
+        physics)."""
+        self._label_dir = tempfile.TemporaryDirectory(prefix=f"live2d-labels-{self.name}-")
+        refs = setting["FileReferences"]
+        textures = paint_label_textures([self.path.parent / t for t in refs["Textures"]], self.layout, self.regions, Path(self._label_dir.name))
+        published = _without_motions(setting, physics)["FileReferences"]
+        absolute = {key: str(self.path.parent / value) for key, value in published.items() if isinstance(value, str)}
+        labels = live2d.Model()
+        labels.LoadFromJsonString(json.dumps({**setting, "FileReferences": {**absolute, "Textures": [str(t) for t in textures]}}), True, "")
+        labels.SetAutoBlink(False)
+        labels.SetAutoBreath(False)
+        return labels
+
+    def _pose(self, params: np.ndarray) -> None:
         self.model.ResetAllParameters()
         self.model.Update(_TIME_STEP)
         for name, binding in self.bindings.items():
             self.model.SetParamById(binding.model_id, binding.to_model(float(params[PARAMETER_NAMES.index(name)])))
+
+    def _capture(self) -> Live2DFrame:
+        """Draw the posed model and its label twin (given the same parameter values) and read both back."""
+        self.gl.bind(self.size)
         self.model.Draw()
-        return self.gl.read(size)
+        image = self.gl.read(self.size)
+        pixels = [np.stack([(m[:, 0] + 1.0) * self.size / 2, (1.0 - m[:, 1]) * self.size / 2], 1) for m in self._meshes()]
+        keypoints = rig_keypoints(pixels, self.regions, self.kinds)
+        self.gl.bind(self.size)
+        self.labels.Update(_TIME_STEP)
+        for index in range(self.model.GetParamCount()):
+            self.labels.SetParamByIndex(index, self.model.GetParamValueByIndex(index))
+        self.labels.Draw()
+        return Live2DFrame(image, decode_labels(self.gl.read(self.size)), keypoints)
 
-    def _head_box(self, padding: float, probe_size: int = 384) -> tuple[float, float, float]:
-        """Centre (x, y) and half side of the head crop, in the uncropped view's normalised device coordinates."""
-        self.model.Resize(probe_size, probe_size)
-        neutral = default_parameters()
-        base = self._draw(neutral, probe_size).astype(np.int16)
-        moving = np.zeros(base.shape[:2], bool)
-        for probe in _HEAD_PROBES:
-            if probe.keys() <= self.bindings.keys():
-                params = neutral.copy()
-                for name, value in probe.items():
-                    params[PARAMETER_NAMES.index(name)] = value
-                moving |= np.abs(self._draw(params, probe_size).astype(np.int16) - base).sum(-1) > 24
-        ys, xs = np.nonzero(moving)
-        if len(xs) < 16:
-            raise Live2DModelError(f"{str(self.path)!r}: the standard parameters move nothing visible; cannot find the head")
-        x0, x1 = np.percentile(xs, [1, 99])
-        y0, y1 = np.percentile(ys, [1, 99])
-        centre_x, centre_y = (x0 + x1 + 1) / probe_size - 1.0, 1.0 - (y0 + y1 + 1) / probe_size
-        half = padding * max(x1 - x0 + 1, y1 - y0 + 1) / probe_size
-        return float(centre_x), float(centre_y), float(half)
-
-    def render(self, params: np.ndarray) -> np.ndarray:
-        """The head crop posed by ``params`` (``(P,)`` raw standard values): ``size×size×4`` uint8 RGBA, alpha
-        premultiplied."""
+    def render(self, params: np.ndarray) -> Live2DFrame:
+        """The head crop posed by ``params`` (``(P,)`` raw standard values) with its ground truth."""
         params = np.asarray(params, dtype=np.float32)
         if params.shape != (len(PARAMETER_NAMES),):
             raise ValueError(f"expected {len(PARAMETER_NAMES)} standard parameters, got shape {params.shape}")
-        return self._draw(params, self.size)
+        self._pose(params)
+        return self._capture()
 
-
-    def render_motion(self, group: str, index: int, fps: float, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    def render_motion(self, group: str, index: int, fps: float, max_frames: int) -> tuple[list[Live2DFrame], np.ndarray]:
         """Play authored motion ``group[index]`` (its curves drive every parameter it animates) at ``fps``.
 
         Returns:
-            Frames ``T×S×S×4`` uint8 RGBA (premultiplied) and the standard parameters read back from the model,
-            ``T×P`` float32 (defaults where the model lacks one); ``T`` is the motion's length, at most
-            ``max_frames``.
+            The frames and the standard parameters read back from the model, ``T×P`` float32 (defaults where the
+            model lacks one); ``T`` is the motion's length, at most ``max_frames``.
 
         Raises:
             Live2DModelError: no such motion (the character must be created with ``motions=True``).
@@ -231,17 +300,21 @@ class Live2DCharacter:
         self.model.StartMotion(group, index, 3)
         frames, params = [], []
         for _ in range(max_frames):
-            self.gl.bind(self.size)
             self.model.Update(1.0 / fps)
             values = default_parameters()
             for name, binding in self.bindings.items():
                 values[PARAMETER_NAMES.index(name)] = binding.to_standard(self.model.GetParamValueById(binding.model_id))
-            self.model.Draw()
-            frames.append(self.gl.read(self.size))
+            frames.append(self._capture())
             params.append(values)
             if self.model.IsMotionFinished():
                 break
-        return np.stack(frames), np.stack(params).astype(np.float32)
+        return frames, np.stack(params).astype(np.float32)
+
+
+def _without_motions(setting: dict, physics: bool) -> dict:
+    """``setting`` without motions and expressions, and without physics unless asked for."""
+    refs = {k: v for k, v in setting["FileReferences"].items() if k not in ("Motions", "Expressions") and (physics or k != "Physics")}
+    return {**setting, "FileReferences": refs}
 
 
 def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:

@@ -2,7 +2,10 @@
 
     <root>/<character>/<clip>/frames.npy   T×S×S×4 uint8 RGBA, alpha premultiplied (np.load(mmap_mode="r"))
     <root>/<character>/<clip>/params.npy   T×P float32 raw standard parameters (PARAMETER_NAMES order)
-    <root>/<character>/<clip>/clip.json    character, source, seed, fps, size, frames, parameter names, missing
+    <root>/<character>/<clip>/regions.npy  T×S×S uint8 region map (puppet.REGIONS indices)   } rendered clips
+    <root>/<character>/<clip>/keypoints.npy T×K×2 float32 pixels (puppet.KEYPOINT_NAMES)    } only
+    <root>/<character>/<clip>/clip.json    character, source, seed, fps, size, frames, parameter names, missing,
+                                           ground_truth (which of regions/keypoints the clip has)
 
 Random access to any frame is a slice of a memory map (no decoding), which keeps loaders far ahead of training.
 A clip folder is written under a temporary name and renamed into place, so it is complete or absent.
@@ -20,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.parameters import PARAMETER_NAMES
+from datamodules.puppet import KEYPOINT_NAMES
 from modules.errors import UserFacingError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+GROUND_TRUTH = ("regions", "keypoints")
 
 
 class ClipError(UserFacingError):
@@ -34,7 +39,8 @@ class ClipInfo:
     """Description of one clip (the content of ``clip.json``, plus where it lies).
 
     ``source`` is ``random`` or ``replay`` (a trajectory from ``seed``) or ``motion`` (the model's authored motion
-    ``motion`` = ``"Group:index"``; ``frames`` is then the motion's length).
+    ``motion`` = ``"Group:index"``; ``frames`` is then the motion's length) or ``video`` (imported footage).
+    ``ground_truth`` lists the per-frame arrays beside frames and parameters (from :data:`GROUND_TRUTH`).
     """
 
     character: str
@@ -47,6 +53,7 @@ class ClipInfo:
     parameter_names: tuple[str, ...]
     missing: tuple[str, ...]
     motion: str = ""
+    ground_truth: tuple[str, ...] = ()
     path: str = ""
 
     @property
@@ -54,18 +61,34 @@ class ClipInfo:
         return Path(self.path)
 
 
-def write_clip(root: str | Path, info: ClipInfo, frames: np.ndarray, params: np.ndarray) -> Path:
-    """Write a clip atomically to ``root/<character>/<name>`` and return that folder."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 4:
-        raise ValueError(f"frames must be T×S×S×4 uint8, got {frames.dtype} {frames.shape}")
-    if len(frames) != len(params) or len(frames) != info.frames:
-        raise ValueError(f"clip {info.name}: {len(frames)} frames, {len(params)} parameter rows, info says {info.frames}")
+def _expected_shapes(info: ClipInfo) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    shapes = {
+        "frames": ((info.frames, info.size, info.size, 4), np.dtype(np.uint8)),
+        "params": ((info.frames, len(PARAMETER_NAMES)), np.dtype(np.float32)),
+        "regions": ((info.frames, info.size, info.size), np.dtype(np.uint8)),
+        "keypoints": ((info.frames, len(KEYPOINT_NAMES), 2), np.dtype(np.float32)),
+    }
+    return {name: shapes[name] for name in ("frames", "params", *info.ground_truth)}
+
+
+def write_clip(root: str | Path, info: ClipInfo, arrays: dict[str, np.ndarray]) -> Path:
+    """Write a clip atomically to ``root/<character>/<name>`` and return that folder.
+
+    Args:
+        root: dataset folder.
+        info: the clip's description; ``info.ground_truth`` names the ground-truth arrays to expect.
+        arrays: ``frames``, ``params`` and each ground-truth array, shaped as in the module docstring.
+    """
+    for name, (shape, dtype) in _expected_shapes(info).items():
+        if name not in arrays or arrays[name].shape != shape:
+            found = arrays[name].shape if name in arrays else "nothing"
+            raise ValueError(f"clip {info.character}/{info.name}: {name} must be {dtype} {shape}, got {found}")
     final = Path(root) / info.character / info.name
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{info.name}.", suffix=".tmp", dir=final.parent))
     try:
-        np.save(staging / "frames.npy", frames)
-        np.save(staging / "params.npy", params.astype(np.float32))
+        for name, (_, dtype) in _expected_shapes(info).items():
+            np.save(staging / f"{name}.npy", arrays[name].astype(dtype, copy=False))
         description = {k: v for k, v in asdict(info).items() if k != "path"}
         (staging / "clip.json").write_text(json.dumps({"format": FORMAT_VERSION, **description}, indent=1))
         os.rename(staging, final)
@@ -85,34 +108,35 @@ def read_clip(folder: str | Path) -> ClipInfo:
     description = folder / "clip.json"
     try:
         data = json.loads(description.read_text())
-        info = ClipInfo(**{k: v for k, v in data.items() if k != "format"}, path=str(folder))
+        info = ClipInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "format"}, path=str(folder))
     except (OSError, json.JSONDecodeError, TypeError) as exc:
         raise ClipError(f"{description}: missing or not a clip description ({exc})") from exc
-    frames, params = open_arrays(folder)
-    expected = (info.frames, info.size, info.size, 4)
-    if frames.shape != expected or frames.dtype != np.uint8:
-        raise ClipError(f"{folder / 'frames.npy'}: expected uint8 {expected}, found {frames.dtype} {frames.shape}")
-    if params.shape != (info.frames, len(PARAMETER_NAMES)):
-        raise ClipError(f"{folder / 'params.npy'}: expected {(info.frames, len(PARAMETER_NAMES))} (one row per frame), found {params.shape}")
     if tuple(info.parameter_names) != PARAMETER_NAMES:
         raise ClipError(f"{description}: parameter names differ from this version's standard parameters")
+    unknown = set(info.ground_truth) - set(GROUND_TRUTH)
+    if unknown:
+        raise ClipError(f"{description}: unknown ground truth {sorted(unknown)}; expected some of {GROUND_TRUTH}")
+    arrays = open_arrays(info)
+    for name, (shape, dtype) in _expected_shapes(info).items():
+        if arrays[name].shape != shape or arrays[name].dtype != dtype:
+            raise ClipError(f"{folder / (name + '.npy')}: expected {dtype} {shape} (one entry per frame), found {arrays[name].dtype} {arrays[name].shape}")
     return info
 
 
-def open_arrays(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Memory maps of ``frames.npy`` and ``params.npy``.
+def open_arrays(info: ClipInfo) -> dict[str, np.ndarray]:
+    """Memory maps of the clip's arrays: ``frames``, ``params`` and its ground truth.
 
     Raises:
         ClipError: a file is missing or truncated.
     """
-    arrays = []
-    for name in ("frames.npy", "params.npy"):
-        path = Path(folder) / name
+    arrays = {}
+    for name in ("frames", "params", *info.ground_truth):
+        path = info.folder / f"{name}.npy"
         try:
-            arrays.append(np.load(path, mmap_mode="r"))
+            arrays[name] = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise ClipError(f"{path}: missing, truncated or not a .npy array ({exc})") from exc
-    return arrays[0], arrays[1]
+    return arrays
 
 
 def index_clips(root: str | Path) -> tuple[list[ClipInfo], list[str]]:

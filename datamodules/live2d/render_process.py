@@ -15,65 +15,76 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.live2d.clips import ClipInfo, write_clip
+from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, write_clip
 from datamodules.live2d.trajectories import random_trajectory
 from modules.errors import UserFacingError
 
 
 @dataclass(frozen=True)
 class RenderedPoses:
-    """Frames of one character.
+    """Frames of one character with their ground truth.
 
     Attributes:
         frames: ``N×S×S×4`` uint8 RGBA (alpha premultiplied), one per pose.
+        regions: ``N×S×S`` uint8 region maps (indices into :data:`~datamodules.puppet.REGIONS`).
+        keypoints: ``N×K×2`` float32 pixel coordinates (:data:`~datamodules.puppet.KEYPOINT_NAMES` order).
         bindings: standard parameter → the model's parameter ID that it drives.
         missing: standard parameters the model lacks.
         crop: head crop (centre x, centre y, half side) in the full view's normalised device coordinates.
     """
 
     frames: np.ndarray
+    regions: np.ndarray
+    keypoints: np.ndarray
     bindings: dict[str, str]
     missing: list[str]
     crop: tuple[float, float, float]
 
 
-_characters: dict[tuple[str, int, bool, bool], object] = {}  # this worker's loaded characters
+_characters: dict[tuple, object] = {}  # this worker's loaded characters
 
 
-def _character(model_json: str, size: int, physics: bool, motions: bool = False):
+def _character(model_json: str, size: int, physics: bool, motions: bool = False, region_overrides: dict[str, str] | None = None):
     """The worker's character for these settings, loaded on first use (imports live2d: workers only)."""
     from datamodules.live2d.character import Live2DCharacter
 
-    key = (model_json, size, physics, motions)
+    key = (model_json, size, physics, motions, tuple(sorted((region_overrides or {}).items())))
     if key not in _characters:
-        _characters[key] = Live2DCharacter(model_json, size=size, physics=physics, motions=motions)
+        _characters[key] = Live2DCharacter(model_json, size=size, physics=physics, motions=motions, region_overrides=region_overrides)
     return _characters[key]
 
 
-def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = False) -> RenderedPoses:
+def _stack(frames: list, character) -> RenderedPoses:
+    return RenderedPoses(
+        np.stack([f.image for f in frames]), np.stack([f.regions for f in frames]), np.stack([f.keypoints for f in frames]),
+        {k: b.model_id for k, b in character.bindings.items()}, character.missing, character.crop,
+    )
+
+
+def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = False, region_overrides: dict[str, str] | None = None) -> RenderedPoses:
     """Render ``poses`` (``N×P`` raw standard parameters) of one character; runs inside the worker process."""
-    character = _character(model_json, size, physics)
-    frames = np.stack([character.render(pose) for pose in np.asarray(poses, np.float32)])
-    return RenderedPoses(frames, {k: b.model_id for k, b in character.bindings.items()}, character.missing, character.crop)
+    character = _character(model_json, size, physics, region_overrides=region_overrides)
+    return _stack([character.render(pose) for pose in np.asarray(poses, np.float32)], character)
 
 
-def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool) -> str:
+def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool, region_overrides: dict[str, str] | None = None) -> str:
     """Render the clip described by ``info`` (a trajectory, or an authored motion of at most ``info.frames``
-    frames) and write it atomically; runs in the worker."""
+    frames) with its ground truth and write it atomically; runs in the worker."""
     if info.source == "motion":
-        character = _character(model_json, info.size, physics=True, motions=True)  # loaded as published
+        character = _character(model_json, info.size, physics=True, motions=True, region_overrides=region_overrides)  # loaded as published
         group, index = info.motion.rsplit(":", 1)
         frames, params = character.render_motion(group, int(index), info.fps, info.frames)
-        info = replace(info, frames=len(frames), missing=tuple(character.missing))
+        rendered = _stack(frames, character)
     else:
         params = random_trajectory(info.seed, info.frames, info.fps)
-        rendered = render_poses(model_json, params, info.size, physics)
-        frames, info = rendered.frames, replace(info, missing=tuple(rendered.missing))
-    write_clip(root, info, frames, params)
+        rendered = render_poses(model_json, params, info.size, physics, region_overrides)
+    info = replace(info, frames=len(params), missing=tuple(rendered.missing), ground_truth=GROUND_TRUTH)
+    write_clip(root, info, {"frames": rendered.frames, "params": params, "regions": rendered.regions, "keypoints": rendered.keypoints})
     return info.name
 
 
-def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, physics: bool = False) -> RenderedPoses:
+def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, physics: bool = False,
+                         region_overrides: dict[str, str] | None = None) -> RenderedPoses:
     """:func:`render_poses` in a fresh ``spawn`` process.
 
     Raises:
@@ -82,6 +93,6 @@ def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, p
     """
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            return pool.submit(render_poses, str(model_json), poses, size, physics).result()
+            return pool.submit(render_poses, str(model_json), poses, size, physics, region_overrides).result()
         except BrokenProcessPool as exc:
             raise UserFacingError(f"the rendering process died while rendering {str(model_json)!r} (a malformed model?)") from exc
