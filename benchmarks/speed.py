@@ -68,8 +68,8 @@ def bench_model(config: str, size: int, device: torch.device, batch: int, steps:
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        terms, _ = model.compute_losses(source, driving)
-        sum(getattr(model.losses, k) * v for k, v in terms.items()).backward()
+        terms, _ = model.compute_losses({"source": source, "driving": driving})
+        model.total_loss(terms).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 

@@ -99,14 +99,21 @@ class AnimatorModule(LightningModule):
         batch = source.shape[0]
         return self.backbone(source, motion[:batch], motion[batch:])
 
-    def compute_losses(self, source: Tensor, driving: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """Loss terms (unweighted, by name) and the animated prediction for a batch of pairs."""
-        batch, weights = source.shape[0], self.losses
+    def compute_losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Loss terms and the animated prediction for a batch of pairs.
+
+        Returns:
+            The terms by name — those of :class:`~modules.losses.LossWeights` unweighted, the descriptor's own
+            (``descriptor/…``, e.g. equivariance) already weighted — and the prediction ``B×3×H×W``.
+        """
+        weights = self.losses
+        source, driving = batch["source"], batch["driving"]
+        size = source.shape[0]
         motion = self.describe(torch.cat([source, driving]))
-        m_src, m_drv = motion[:batch], motion[batch:]
+        m_src, m_drv = motion[:size], motion[size:]
         if weights.identity > 0:
             out = self.backbone(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
-            prediction, identity = out[:batch], out[batch:]
+            prediction, identity = out[:size], out[size:]
         else:
             prediction, identity = self.backbone(source, m_src, m_drv), None
         terms = {"reconstruction": F.l1_loss(prediction, driving)}
@@ -121,11 +128,17 @@ class AnimatorModule(LightningModule):
                 terms["motion"] = rgb_residual_motion_loss(prediction, driving, source, self.rgb_blur_sigma)
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(prediction, driving)
+        if self.descriptor.trainable and torch.is_grad_enabled():
+            terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, m_drv, batch).items()})
         return terms, prediction
 
+    def total_loss(self, terms: dict[str, Tensor]) -> Tensor:
+        """The weighted sum of :meth:`compute_losses`' terms."""
+        return sum(value if name.startswith("descriptor/") else getattr(self.losses, name) * value for name, value in terms.items())  # type: ignore[return-value]
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        terms, _ = self.compute_losses(batch["source"], batch["driving"])
-        total = sum(getattr(self.losses, name) * value for name, value in terms.items())
+        terms, _ = self.compute_losses(batch)
+        total = self.total_loss(terms)
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=batch["source"].shape[0])
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch["source"].shape[0])
         return total

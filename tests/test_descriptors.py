@@ -4,7 +4,11 @@ import timm
 import torch
 import pytest
 
+from kornia.geometry.subpix import spatial_expectation2d
+
+from datamodules.puppet_datamodule import PuppetPairs
 from modules.descriptors import KeypointDescriptor, ViTDescriptor
+from modules.descriptors.equivariance import RandomWarp
 from modules.errors import PretrainedWeightsError
 
 TINY_VIT = "vit_small_patch14_dinov2.lvd142m"
@@ -26,7 +30,8 @@ def test_keypoints_track_a_moving_blob():
     frames = torch.zeros(2, 3, 32, 32)
     frames[0, :, 6:10, 6:10] = 1.0
     frames[1, :, 22:26, 22:26] = 1.0
-    descriptor.heatmaps = lambda x: 20.0 * torch.nn.functional.avg_pool2d(x[:, :1], 4)  # type: ignore[method-assign]
+    descriptor.features = lambda x: 20.0 * torch.nn.functional.avg_pool2d(x[:, :1], 4)  # type: ignore[method-assign]
+    descriptor.head = torch.nn.Identity()
     kp = descriptor(frames).keypoints[:, 0]
     assert (kp[1] - kp[0] > 0.7).all()
 
@@ -78,3 +83,39 @@ def test_vit_weight_errors_name_the_file_and_both_ways(tmp_path):
         ViTDescriptor(model_name="vit_nonexistent", input_size=28)
     with pytest.raises(ValueError, match="multiple of .* patch size 14"):
         ViTDescriptor(model_name=TINY_VIT, pretrained=False, input_size=30)
+
+
+def test_random_warp_moves_points_with_the_image():
+    """warped(p) = image(T(p)): a dot drawn at q in the image is found at p in the warped image with T(p) ≈ q."""
+    torch.manual_seed(0)
+    warp = RandomWarp.sample(4, affine_std=0.1, tps_std=0.01)
+    image = torch.zeros(4, 1, 64, 64)
+    image[:, :, 30:34, 20:24] = 1.0  # centre (22, 32) px → normalised ((22 / 64) * 2 - 1, (32 / 64) * 2 - 1)
+    warped = warp.image(image)
+    found = spatial_expectation2d(warped / warped.sum(dim=(-2, -1), keepdim=True), normalized_coordinates=True)
+    target = torch.tensor([22 / 32 - 1, 0.0]).expand(4, 1, 2)
+    assert (warp.points(found) - target).abs().max() < 0.03
+    assert (found - target).abs().max() > 0.03, "the warp should move the dot"
+    identity = RandomWarp.sample(2, affine_std=0.0, tps_std=0.0)
+    assert torch.allclose(identity.image(image[:2]), image[:2], atol=1e-5)
+    jac = identity.jacobian(torch.rand(2, 3, 2) * 2 - 1)
+    assert torch.allclose(jac, torch.eye(2).expand(2, 3, 2, 2), atol=1e-4)
+
+
+def test_equivariance_loss_falls_on_puppet_frames():
+    torch.manual_seed(0)
+    pairs = PuppetPairs(list(range(16)), length=64, image_size=64, seed=0)
+    frames = torch.stack([pairs[i]["driving"] for i in range(64)])
+    descriptor = KeypointDescriptor(num_keypoints=8, width=8, input_size=64, jacobians=True, equivariance_weight=1.0,
+                                    jacobian_weight=0.1, warp_color_jitter=0.3, edge_emphasis=True)
+    optimizer = torch.optim.Adam(descriptor.parameters(), lr=3e-3)
+    history = []
+    for step in range(60):
+        batch = frames[(step * 16) % 64 :][:16]
+        terms = descriptor.auxiliary_losses(batch, descriptor(batch), {})
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+        history.append(terms["equivariance"].item())
+    first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
+    assert last < 0.6 * first, f"equivariance loss {first:.4f} → {last:.4f}"

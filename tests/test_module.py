@@ -29,17 +29,17 @@ def batch():
 
 
 def test_terms_follow_the_weights(batch):
-    full, _ = make_module(losses=LossWeights(identity=0.5, tv=0.1, motion=0.1)).compute_losses(batch["source"], batch["driving"])
+    full, _ = make_module(losses=LossWeights(identity=0.5, tv=0.1, motion=0.1)).compute_losses(batch)
     assert set(full) == {"reconstruction", "identity", "tv", "motion"}
-    bare, _ = make_module(losses=LossWeights(identity=0.0, tv=0.0, motion=0.0)).compute_losses(batch["source"], batch["driving"])
+    bare, _ = make_module(losses=LossWeights(identity=0.0, tv=0.0, motion=0.0)).compute_losses(batch)
     assert set(bare) == {"reconstruction"}
-    rgb, _ = make_module(motion_loss="rgb_residual").compute_losses(batch["source"], batch["driving"])
+    rgb, _ = make_module(motion_loss="rgb_residual").compute_losses(batch)
     assert rgb["motion"] > 0
 
 
 def test_untrained_animator_reproduces_the_source(batch):
     module = make_module()
-    terms, prediction = module.compute_losses(batch["source"], batch["driving"])
+    terms, prediction = module.compute_losses(batch)
     assert torch.equal(prediction, batch["source"])
     assert terms["identity"] == 0
     assert terms["reconstruction"].item() == pytest.approx((batch["source"] - batch["driving"]).abs().mean().item())
@@ -49,7 +49,7 @@ def test_motion_loss_on_the_prediction_does_not_train_the_descriptor(batch):
     """Untrained, the prediction is the source (zero output layer), so the only path from the motion loss to the
     descriptor would be describing the prediction; that pass holds the descriptor fixed."""
     module = make_module(losses=LossWeights(identity=0.0, tv=0.0, motion=1.0))
-    terms, _ = module.compute_losses(batch["source"], batch["driving"])
+    terms, _ = module.compute_losses(batch)
     assert terms["motion"] > 0
     terms["motion"].backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.descriptor.parameters())
@@ -62,7 +62,7 @@ def test_training_fits_a_batch(batch):
     losses = []
     for _ in range(80):
         optimizer.zero_grad()
-        terms, _ = module.compute_losses(batch["source"], batch["driving"])
+        terms, _ = module.compute_losses(batch)
         loss = terms["reconstruction"] + 0.1 * terms["identity"]
         loss.backward()
         optimizer.step()

@@ -10,7 +10,7 @@ normalised coordinates ``[-1, 1]`` (x right, y down; -1 and 1 are the outer edge
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +24,14 @@ class MotionSpec:
     Attributes:
         vector_dim: ``D``, the length of the flat descriptor vector.
         map_channels: ``M``, channels of the spatial motion maps; 0 when the descriptor gives none.
+        num_keypoints: ``K``, points the descriptor locates (keypoints, region centroids); 0 when none.
+        jacobians: whether each keypoint comes with a local 2×2 Jacobian.
     """
 
     vector_dim: int
     map_channels: int
+    num_keypoints: int = 0
+    jacobians: bool = False
 
 
 @dataclass
@@ -38,32 +42,29 @@ class Motion:
         vector: ``B×D`` flat descriptor.
         maps: ``B×M×h×w`` spatial motion maps, or ``None``.
         keypoints: ``B×K×2`` keypoints in ``[-1, 1]``, or ``None``.
+        jacobians: ``B×K×2×2`` local affine Jacobians at the keypoints (d position / d normalised coordinates),
+            or ``None``.
     """
 
     vector: Tensor
     maps: Tensor | None = None
     keypoints: Tensor | None = None
+    jacobians: Tensor | None = None
 
     def __getitem__(self, index: slice) -> Motion:
         """The descriptions of the batch items selected by ``index``."""
-        return Motion(
-            vector=self.vector[index],
-            maps=None if self.maps is None else self.maps[index],
-            keypoints=None if self.keypoints is None else self.keypoints[index],
-        )
+        return Motion(*(None if t is None else t[index] for t in astuple_shallow(self)))
 
     @staticmethod
     def cat(motions: list[Motion]) -> Motion:
         """Concatenate along the batch dimension."""
+        columns = zip(*(astuple_shallow(m) for m in motions))
+        return Motion(*(None if parts[0] is None else torch.cat(parts, dim=0) for parts in columns))
 
-        def join(tensors: list[Tensor | None]) -> Tensor | None:
-            return None if tensors[0] is None else torch.cat(tensors, dim=0)  # type: ignore[arg-type]
 
-        return Motion(
-            vector=torch.cat([m.vector for m in motions], dim=0),
-            maps=join([m.maps for m in motions]),
-            keypoints=join([m.keypoints for m in motions]),
-        )
+def astuple_shallow(motion: Motion) -> tuple[Tensor | None, ...]:
+    """The fields of ``motion`` in declaration order (without copying tensors, unlike ``dataclasses.astuple``)."""
+    return tuple(getattr(motion, f.name) for f in fields(motion))
 
 
 class MotionDescriptor(nn.Module, ABC):
@@ -82,6 +83,16 @@ class MotionDescriptor(nn.Module, ABC):
     @abstractmethod
     def forward(self, frames: Tensor) -> Motion:
         """Describe ``frames`` (``B×3×H×W``, ``[0, 1]``)."""
+
+    def auxiliary_losses(self, frames: Tensor, motion: Motion, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The descriptor's own training losses, already weighted by its settings (none by default).
+
+        Args:
+            frames: the driving frames ``B×3×H×W`` in ``[0, 1]``.
+            motion: this descriptor's description of ``frames`` (with its graph).
+            batch: the whole training batch (ground truth such as ``driving_regions`` where the data has it).
+        """
+        return {}
 
     def describe_frozen(self, frames: Tensor) -> Motion:
         """Describe ``frames`` with this descriptor's parameters held fixed.
