@@ -1,12 +1,15 @@
-"""Creating timm models with pretrained weights from a local file or timm's normal hub path."""
+"""Creating timm models with pretrained weights from a local file or timm's normal hub path, and loading
+trained descriptors from checkpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import timm
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from modules.errors import PretrainedWeightsError
 
@@ -47,3 +50,32 @@ def create_pretrained_timm_model(name: str, pretrained: bool, weights_path: str 
             f"with weights_path (e.g. --model.descriptor.init_args.weights_path=/path/to/model.safetensors).\n"
             f"For a smoke test without weights use --model.descriptor.init_args.pretrained=false."
         ) from exc
+
+
+def load_descriptor_state(path: str, expected: Iterable[str]) -> dict[str, Tensor]:
+    """A descriptor's weights from ``path``: an AnimatorModule checkpoint (its ``descriptor.`` entries) or a
+    plain state dict of the descriptor.
+
+    Raises:
+        PretrainedWeightsError: the file is missing or unreadable, or its weights do not fit (names the keys).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise PretrainedWeightsError(f"descriptor checkpoint {str(file)!r} does not exist")
+    try:
+        content = torch.load(file, map_location="cpu", weights_only=False)  # Lightning checkpoints hold hparams objects
+    except Exception as exc:
+        raise PretrainedWeightsError(f"descriptor checkpoint {str(file)!r} is not readable: {exc}") from exc
+    state = content.get("state_dict", content) if isinstance(content, dict) else None
+    if not isinstance(state, dict):
+        raise PretrainedWeightsError(f"{str(file)!r} holds no state dict")
+    if any(key.startswith("descriptor.") for key in state):
+        state = {key.removeprefix("descriptor."): value for key, value in state.items() if key.startswith("descriptor.")}
+    expected = set(expected)
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise PretrainedWeightsError(
+            f"{str(file)!r} does not fit this descriptor: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''} (same class and settings as when it was trained?)"
+        )
+    return state

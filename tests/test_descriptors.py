@@ -90,10 +90,10 @@ def test_random_warp_moves_points_with_the_image():
     torch.manual_seed(0)
     warp = RandomWarp.sample(4, affine_std=0.1, tps_std=0.01)
     image = torch.zeros(4, 1, 64, 64)
-    image[:, :, 30:34, 20:24] = 1.0  # centre (22, 32) px → normalised ((22 / 64) * 2 - 1, (32 / 64) * 2 - 1)
+    image[:, :, 30:34, 20:24] = 1.0  # centre (21.5, 31.5) px → normalised (21.5 / 63 · 2 − 1, 0)
     warped = warp.image(image)
     found = spatial_expectation2d(warped / warped.sum(dim=(-2, -1), keepdim=True), normalized_coordinates=True)
-    target = torch.tensor([22 / 32 - 1, 0.0]).expand(4, 1, 2)
+    target = torch.tensor([21.5 / 63 * 2 - 1, 0.0]).expand(4, 1, 2)
     assert (warp.points(found) - target).abs().max() < 0.03
     assert (found - target).abs().max() > 0.03, "the warp should move the dot"
     identity = RandomWarp.sample(2, affine_std=0.0, tps_std=0.0)

@@ -2,5 +2,6 @@
 
 from modules.backbones.base import AnimatorBackbone, BackboneFactory
 from modules.backbones.film_unet import FiLMUNet
+from modules.backbones.warping import WarpingGenerator
 
-__all__ = ["AnimatorBackbone", "BackboneFactory", "FiLMUNet"]
+__all__ = ["AnimatorBackbone", "BackboneFactory", "FiLMUNet", "WarpingGenerator"]

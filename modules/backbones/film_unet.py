@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
 from modules.backbones.base import AnimatorBackbone
@@ -33,6 +36,25 @@ class FiLMResBlock(nn.Module):
         gamma, beta = self.film(cond)[:, :, None, None].chunk(2, dim=1)
         h = self.conv1(F.silu(self.norm1(x) * (1.0 + gamma) + beta))
         return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class FiLMConvNeXtBlock(nn.Module):
+    """A timm ConvNeXt block (7×7 depthwise conv, LayerNorm, inverted MLP, layer scale) whose input is scaled and
+    shifted by ``γ, β`` from the conditioning vector; the FiLM projection starts at zero."""
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.block = ConvNeXtBlock(channels, ls_init_value=1e-2)
+        self.film = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        gamma, beta = self.film(cond)[:, :, None, None].chunk(2, dim=1)
+        return self.block(x * (1.0 + gamma) + beta)
+
+
+BLOCKS = {"residual": FiLMResBlock, "convnext": FiLMConvNeXtBlock}
 
 
 class PortraitEncoder(nn.Module):
@@ -69,6 +91,8 @@ class FiLMUNet(AnimatorBackbone):
         fold: pixel-unshuffle factor of the input (2 or 4; 4 is about 4× cheaper at the same width).
         embed_dim: size of the portrait and of the motion embedding.
         motion_map_channels: channels the motion maps are projected to before joining the image.
+        block: ``"residual"`` (FiLM pre-activation residual blocks) or ``"convnext"`` (FiLM-modulated timm
+            ConvNeXt blocks).
     """
 
     def __init__(
@@ -80,6 +104,7 @@ class FiLMUNet(AnimatorBackbone):
         embed_dim: int = 128,
         motion_map_channels: int = 16,
         fold: int = 4,
+        block: Literal["residual", "convnext"] = "residual",
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -94,12 +119,13 @@ class FiLMUNet(AnimatorBackbone):
         cond = 2 * embed_dim
         widths = [width * 2 ** min(i, 2) for i in range(depth + 1)]
         self.stem = nn.Conv2d(folded + (motion_map_channels if motion.map_channels else 0), widths[0], 3, padding=1)
-        self.enc_blocks = nn.ModuleList(FiLMResBlock(w, cond) for w in widths[:-1])
+        Block = BLOCKS[block]
+        self.enc_blocks = nn.ModuleList(Block(w, cond) for w in widths[:-1])
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
-        self.mid = FiLMResBlock(widths[-1], cond)
+        self.mid = Block(widths[-1], cond)
         self.ups = nn.ModuleList(nn.Conv2d(b, a, 1) for a, b in zip(widths[:-1], widths[1:]))
         self.merges = nn.ModuleList(nn.Conv2d(2 * w, w, 1) for w in widths[:-1])
-        self.dec_blocks = nn.ModuleList(FiLMResBlock(w, cond) for w in widths[:-1])
+        self.dec_blocks = nn.ModuleList(Block(w, cond) for w in widths[:-1])
         self.head = nn.Sequential(_group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], folded, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)

@@ -2,6 +2,7 @@
 
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from modules.descriptors.keypoints import KeypointDescriptor
+from modules.descriptors.semantic import SemanticDescriptor
 from modules.descriptors.vit import ViTDescriptor
 
-__all__ = ["KeypointDescriptor", "Motion", "MotionDescriptor", "MotionSpec", "ViTDescriptor"]
+__all__ = ["KeypointDescriptor", "Motion", "MotionDescriptor", "MotionSpec", "SemanticDescriptor", "ViTDescriptor"]

@@ -3,8 +3,8 @@
 A descriptor reads frames ``B×3×H×W`` in ``[0, 1]`` and describes their motion state as a :class:`Motion`:
 a flat ``B×D`` vector (used by the motion loss and for analysis) and, where the descriptor is spatial,
 ``B×M×h×w`` maps that an animator backbone consumes. Keypoints, where a descriptor has them, are in
-normalised coordinates ``[-1, 1]`` (x right, y down; -1 and 1 are the outer edges of the image, as in
-``grid_sample(align_corners=False)``).
+normalised coordinates ``[-1, 1]`` (x right, y down; -1 and 1 are the centres of the outermost pixels, as in
+kornia's ``create_meshgrid`` and ``grid_sample(align_corners=True)``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Random smooth warps for equivariance losses: an affine map plus a thin-plate spline (kornia).
 
-Coordinates are normalised to ``[-1, 1]`` (x right, y down, ``align_corners=False``), as everywhere in
+Coordinates are normalised to ``[-1, 1]`` (x right, y down, ``align_corners=True``), as everywhere in
 :mod:`modules.descriptors`. A :class:`RandomWarp` ``T`` maps points of the *warped* image to the original:
 ``warped(p) = image(T(p))``, so a detector ``d`` is equivariant when ``T(d(warped)) = d(image)``.
 """
@@ -47,7 +47,7 @@ class RandomWarp:
 
     def image(self, image: Tensor) -> Tensor:
         """The warped image ``B×C×H×W`` (``warped(p) = image(T(p))``; outside pixels repeat the border)."""
-        return warp_image_tps(image, self.centers, self.kernel_weights, self.affine_weights, padding_mode="border")
+        return warp_image_tps(image, self.centers, self.kernel_weights, self.affine_weights, align_corners=True, padding_mode="border")
 
     def jacobian(self, points: Tensor, step: float = 1e-3) -> Tensor:
         """``dT/dp`` at ``points`` ``B×K×2`` → ``B×K×2×2`` (central differences; columns are d/dx, d/dy)."""

@@ -1,0 +1,156 @@
+"""``WarpingGenerator``: FOMM/TPSMM-style animation by warping — sparse keypoint motions combined into a dense
+motion field with an occlusion map, source features warped by it and decoded."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry import create_meshgrid
+from kornia.geometry.subpix import render_gaussian2d
+from torch import Tensor, nn
+
+from modules.backbones.base import AnimatorBackbone
+from modules.descriptors.base import Motion, MotionSpec
+
+
+def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.GroupNorm(min(8, out_channels), out_channels), nn.SiLU(inplace=True))
+
+
+def sparse_motions(grid: Tensor, source: Motion, driving: Motion) -> Tensor:
+    """Per-keypoint backward flows: where each driving-frame location comes from in the source.
+
+    Args:
+        grid: ``h×w×2`` normalised coordinates of the output (driving) frame.
+        source, driving: motions with ``keypoints`` ``B×K×2`` (and optionally ``jacobians`` ``B×K×2×2``).
+
+    Returns:
+        ``B×(K+1)×h×w×2`` sampling grids: the identity (background) first, then for keypoint k
+        ``z ↦ s_k + J_k (z − d_k)`` with ``J_k = J_s,k · J_d,k⁻¹`` (the identity without Jacobians).
+    """
+    z = grid[None, None]  # 1×1×h×w×2
+    offset = z - driving.keypoints[:, :, None, None]  # B×K×h×w×2
+    if source.jacobians is not None and driving.jacobians is not None:
+        jacobian = source.jacobians @ torch.linalg.inv(driving.jacobians)  # B×K×2×2
+        offset = torch.einsum("bkij,bkhwj->bkhwi", jacobian, offset)
+    flows = source.keypoints[:, :, None, None] + offset
+    return torch.cat([z.expand(flows.shape[0], 1, *flows.shape[2:]), flows], dim=1)
+
+
+class DenseMotion(nn.Module):
+    """Combines sparse motions into a dense backward flow and an occlusion map (a small hourglass).
+
+    Input per location: for every sparse motion, the source warped by it and the difference of the driving and
+    source keypoint Gaussians; output: softmax weights over the K+1 motions and a sigmoid occlusion map.
+    """
+
+    def __init__(self, num_keypoints: int, channels: int, width: int, keypoint_std: float) -> None:
+        super().__init__()
+        self.keypoint_std = keypoint_std
+        motions = num_keypoints + 1
+        self.down1, self.down2 = _block(motions * (channels + 1), width), _block(width, 2 * width)
+        self.up1, self.up0 = _block(2 * width + width, width), _block(width + motions * (channels + 1), width)
+        self.mask = nn.Conv2d(width, motions, 7, padding=3)
+        self.occlusion = nn.Conv2d(width, 1, 7, padding=3)
+
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor]:
+        """Dense flow ``B×h×w×2`` (normalised sampling grid) and occlusion ``B×1×h×w`` in ``[0, 1]`` at the
+        resolution of ``source`` (``B×C×h×w``)."""
+        batch, channels, height, width = source.shape
+        grid = create_meshgrid(height, width, normalized_coordinates=True, device=source.device, dtype=source.dtype)[0]
+        flows = sparse_motions(grid, source_motion, driving_motion)  # B×(K+1)×h×w×2
+        motions = flows.shape[1]
+        deformed = F.grid_sample(source.repeat_interleave(motions, 0), flows.flatten(0, 1), align_corners=True, padding_mode="border")
+        std = torch.full_like(driving_motion.keypoints, self.keypoint_std)
+        heat = render_gaussian2d(driving_motion.keypoints, std, (height, width), True) - render_gaussian2d(source_motion.keypoints, std, (height, width), True)
+        heat = heat / heat.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+        heat = torch.cat([torch.zeros_like(heat[:, :1]), heat], 1)
+        x = torch.cat([deformed.view(batch, motions * channels, height, width), heat], 1)
+        h1 = self.down1(F.avg_pool2d(x, 2))
+        h2 = self.down2(F.avg_pool2d(h1, 2))
+        u1 = self.up1(torch.cat([F.interpolate(h2, size=h1.shape[-2:], mode="nearest"), h1], 1))
+        u0 = self.up0(torch.cat([F.interpolate(u1, size=x.shape[-2:], mode="nearest"), x], 1))
+        mask = self.mask(u0).softmax(dim=1)  # B×(K+1)×h×w
+        dense = (mask[..., None] * flows).sum(dim=1)
+        return dense, torch.sigmoid(self.occlusion(u0))
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(min(8, channels), channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GroupNorm(min(8, channels), channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class WarpingGenerator(AnimatorBackbone):
+    """Warp-and-refine animator for descriptors that locate points (keypoints, region centroids).
+
+    The dense motion field is estimated at ``motion_scale`` of the image, the source's encoded features (¼
+    resolution) are warped by it and masked by the occlusion map, refined by residual blocks and decoded into a
+    correction of the warped source image: ``prediction = warp(source) + decoder(...)`` (the correction starts
+    at zero, so an untrained generator already moves pixels with the keypoints).
+
+    Args:
+        motion: what the descriptor emits (given by the AnimatorModule); needs ``num_keypoints > 0``.
+        channels: image channels (given by the AnimatorModule).
+        width: channels of the first encoder level (×2 per level, two levels).
+        motion_width: channels of the dense-motion hourglass.
+        motion_scale: resolution of the dense-motion estimate relative to the image (a power of ½).
+        keypoint_std: standard deviation of the keypoint Gaussians fed to the dense-motion network (normalised).
+        num_blocks: residual blocks on the warped features.
+
+    Raises:
+        ValueError: the descriptor gives no keypoints (e.g. a grid-pooled ViT); use the FiLM U-Net for it.
+    """
+
+    def __init__(self, motion: MotionSpec, channels: int = 3, width: int = 32, motion_width: int = 32,
+                 motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2) -> None:
+        super().__init__()
+        if motion.num_keypoints < 1:
+            raise ValueError(
+                "WarpingGenerator needs a descriptor that locates points (KeypointDescriptor, SemanticDescriptor, or "
+                "ViTDescriptor pooling over their regions); this one gives none — use modules.backbones.FiLMUNet"
+            )
+        self.motion_scale = motion_scale
+        self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std)
+        self.encoder = nn.Sequential(
+            _block(channels, width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), _block(2 * width, 2 * width),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), _block(4 * width, 4 * width),
+        )
+        self.blocks = nn.Sequential(*(ResBlock(4 * width) for _ in range(num_blocks)))
+        self.decoder = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), _block(4 * width, 2 * width),
+            nn.Upsample(scale_factor=2, mode="nearest"), _block(2 * width, width),
+        )
+        self.head = nn.Conv2d(width + channels, channels, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def motion_field(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor]:
+        """Dense backward flow ``B×H×W×2`` and occlusion ``B×1×H×W`` at the image's resolution."""
+        small = F.interpolate(source, scale_factor=self.motion_scale, mode="bilinear", align_corners=False, antialias=True)
+        flow, occlusion = self.dense_motion(small, source_motion, driving_motion)
+        size = source.shape[-2:]
+        flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+        return flow, F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+        height, width = source.shape[-2:]
+        if height % 4 or width % 4:
+            raise ValueError(f"WarpingGenerator needs H and W divisible by 4, got {height}×{width}")
+        flow, occlusion = self.motion_field(source, source_motion, driving_motion)
+        features = self.encoder(source)
+        quarter = features.shape[-2:]
+        flow_quarter = F.interpolate(flow.permute(0, 3, 1, 2), size=quarter, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+        warped = F.grid_sample(features, flow_quarter, align_corners=True, padding_mode="border")
+        warped = warped * F.interpolate(occlusion, size=quarter, mode="bilinear", align_corners=False)
+        decoded = self.decoder(self.blocks(warped))
+        warped_image = F.grid_sample(source, flow, align_corners=True, padding_mode="border")
+        return warped_image + self.head(torch.cat([decoded, warped_image * occlusion], 1))
