@@ -3,13 +3,12 @@ trained descriptors from checkpoints."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from modules.errors import PretrainedWeightsError
 
@@ -52,9 +51,9 @@ def create_pretrained_timm_model(name: str, pretrained: bool, weights_path: str 
         ) from exc
 
 
-def load_descriptor_state(path: str, expected: Iterable[str]) -> dict[str, Tensor]:
-    """A descriptor's weights from ``path``: an AnimatorModule checkpoint (its ``descriptor.`` entries) or a
-    plain state dict of the descriptor.
+def load_descriptor_weights(descriptor: nn.Module, path: str) -> None:
+    """Load ``descriptor``'s weights from ``path``: an AnimatorModule checkpoint (its ``descriptor.`` entries) or
+    a plain state dict of the descriptor.
 
     Raises:
         PretrainedWeightsError: the file is missing or unreadable, or its weights do not fit (names the keys).
@@ -71,11 +70,10 @@ def load_descriptor_state(path: str, expected: Iterable[str]) -> dict[str, Tenso
         raise PretrainedWeightsError(f"{str(file)!r} holds no state dict")
     if any(key.startswith("descriptor.") for key in state):
         state = {key.removeprefix("descriptor."): value for key, value in state.items() if key.startswith("descriptor.")}
-    expected = set(expected)
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
-    if missing or unexpected:
+    try:
+        descriptor.load_state_dict(state)
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())[:400]
         raise PretrainedWeightsError(
-            f"{str(file)!r} does not fit this descriptor: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''} (same class and settings as when it was trained?)"
-        )
-    return state
+            f"{str(file)!r} does not fit this descriptor (same class and settings as when it was trained?): {reason}"
+        ) from exc

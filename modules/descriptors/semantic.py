@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from datamodules.puppet import REGIONS
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from modules.errors import UserFacingError
-from modules.pretrained import create_pretrained_timm_model, load_descriptor_state
+from modules.pretrained import create_pretrained_timm_model, load_descriptor_weights
 
 STATISTICS = ("area", "centroid_x", "centroid_y", "spread_x", "spread_y")
 
@@ -86,7 +86,7 @@ class SemanticDescriptor(MotionDescriptor):
             nn.Conv2d(decoder_width, self.num_regions, 1),
         )
         if checkpoint is not None:
-            self.load_state_dict(load_descriptor_state(checkpoint, self.state_dict().keys()))
+            load_descriptor_weights(self, checkpoint)
         self.requires_grad_(not frozen)
         self.train(not frozen)
 
