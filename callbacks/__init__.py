@@ -1,8 +1,9 @@
 """Training callbacks, one per file, each configurable from YAML with its state saved in checkpoints."""
 
+from callbacks.evaluation_report import EvaluationReport
 from callbacks.gradient_clipping import GradientNormClipping
 from callbacks.lr_schedule import LRSchedule
 from callbacks.memory_monitor import MemoryMonitor
 from callbacks.sample_grid import SampleGrid
 
-__all__ = ["GradientNormClipping", "LRSchedule", "MemoryMonitor", "SampleGrid"]
+__all__ = ["EvaluationReport", "GradientNormClipping", "LRSchedule", "MemoryMonitor", "SampleGrid"]

@@ -25,50 +25,31 @@ from torch.utils.data import Dataset
 from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, index_clips, open_arrays
 from datamodules.augmentation import PairAugmentation
 from datamodules.pair_datamodule import PairDataModule, PairMode
+from datamodules.protocols import EvaluationClip, Protocol, Split
 from modules.errors import UserFacingError
 
 
 
-class Live2DClipPairs(Dataset):
-    """Pairs drawn from ``clips``; ``(seed, index)`` fixes every pair.
+class ClipFrames:
+    """Reads frames of rendered clips (memory maps opened lazily, so each DataLoader worker opens its own).
 
     Args:
-        clips: all clips of the dataset.
-        portraits: the characters whose frames are sources (and targets) in this split.
-        length: number of pairs.
-        image_size: output size (frames are resized with area interpolation when it differs).
-        mode: ``"self"`` or ``"cross"`` (see the module docstring).
-        max_gap: largest frame distance within a self pair.
+        clips: the dataset's clips.
+        image_size: output size (frames are resized with area interpolation, region maps with nearest).
         background: RGB colour behind the character.
-        seed: fixes the pairs.
     """
 
-    def __init__(self, clips: list[ClipInfo], portraits: list[str], length: int, image_size: int, mode: PairMode,
-                 max_gap: int, background: tuple[int, int, int], seed: int) -> None:
-        self.clips, self.length, self.image_size, self.mode = clips, length, image_size, mode
-        self.max_gap, self.seed = max_gap, seed
+    def __init__(self, clips: list[ClipInfo], image_size: int, background: tuple[int, int, int]) -> None:
+        self.clips, self.image_size = clips, image_size
         self.background = np.asarray(background, np.float32)
-        self.identity = {name: i for i, name in enumerate(sorted({c.character for c in clips}))}
-        self.own = [i for i, c in enumerate(clips) if c.character in portraits]
-        if not self.own:
-            raise UserFacingError(f"no clips of {', '.join(portraits)}")
-        self.replays: list[tuple[int, list[int]]] = []  # (portrait clip, clips of other characters on its trajectory)
-        if mode == "cross":
-            for a in self.own:
-                if clips[a].source == "replay":
-                    drivers = [b for b, c in enumerate(clips) if c.seed == clips[a].seed and c.source == "replay" and c.character != clips[a].character]
-                    if drivers:
-                        self.replays.append((a, drivers))
-            if not self.replays:
-                raise UserFacingError(f"cross-identity pairs need a replayed trajectory of {', '.join(portraits)} rendered on another character too")
         self.ground_truth = all(set(GROUND_TRUTH) <= set(c.ground_truth) for c in clips)
-        self._arrays: dict[int, dict[str, np.ndarray]] = {}  # memory maps, opened lazily in each worker
+        self._arrays: dict[int, dict[str, np.ndarray]] = {}
 
-    def __len__(self) -> int:
-        return self.length
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}  # memory maps are reopened where the reader is used
 
-    def _frame(self, clip: int, t: int) -> dict[str, torch.Tensor]:
-        """Frame ``t`` of ``clip``: ``image``, ``params`` and, with ground truth, ``regions`` and ``keypoints``."""
+    def frame(self, clip: int, t: int) -> dict[str, torch.Tensor]:
+        """Frame ``t`` of clip ``clip``: ``image``, ``params`` and, with ground truth, ``regions`` and ``keypoints``."""
         if clip not in self._arrays:
             self._arrays[clip] = open_arrays(self.clips[clip])
         arrays = self._arrays[clip]
@@ -89,6 +70,48 @@ class Live2DClipPairs(Dataset):
             frame["keypoints"] = torch.from_numpy(np.array(arrays["keypoints"][t], dtype=np.float32) * (self.image_size / size))
         return frame
 
+    def __call__(self, clip: EvaluationClip, t: int) -> dict[str, torch.Tensor]:
+        """The :data:`~datamodules.protocols.FrameReader` form: ``clip.key`` is the clip's index."""
+        return self.frame(clip.key, t)  # type: ignore[arg-type]
+
+
+class Live2DClipPairs(Dataset):
+    """Pairs drawn from ``clips``; ``(seed, index)`` fixes every pair.
+
+    Args:
+        clips: all clips of the dataset.
+        portraits: the characters whose frames are sources (and targets) in this split.
+        length: number of pairs.
+        image_size: output size (frames are resized with area interpolation when it differs).
+        mode: ``"self"`` or ``"cross"`` (see the module docstring).
+        max_gap: largest frame distance within a self pair.
+        background: RGB colour behind the character.
+        seed: fixes the pairs.
+    """
+
+    def __init__(self, clips: list[ClipInfo], portraits: list[str], length: int, image_size: int, mode: PairMode,
+                 max_gap: int, background: tuple[int, int, int], seed: int) -> None:
+        self.clips, self.length, self.image_size, self.mode = clips, length, image_size, mode
+        self.max_gap, self.seed = max_gap, seed
+        self.frames = ClipFrames(clips, image_size, background)
+        self.ground_truth = self.frames.ground_truth
+        self.identity = {name: i for i, name in enumerate(sorted({c.character for c in clips}))}
+        self.own = [i for i, c in enumerate(clips) if c.character in portraits]
+        if not self.own:
+            raise UserFacingError(f"no clips of {', '.join(portraits)}")
+        self.replays: list[tuple[int, list[int]]] = []  # (portrait clip, clips of other characters on its trajectory)
+        if mode == "cross":
+            for a in self.own:
+                if clips[a].source == "replay":
+                    drivers = [b for b, c in enumerate(clips) if c.seed == clips[a].seed and c.source == "replay" and c.character != clips[a].character]
+                    if drivers:
+                        self.replays.append((a, drivers))
+            if not self.replays:
+                raise UserFacingError(f"cross-identity pairs need a replayed trajectory of {', '.join(portraits)} rendered on another character too")
+
+    def __len__(self) -> int:
+        return self.length
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
         if self.mode == "self":
@@ -100,11 +123,11 @@ class Live2DClipPairs(Dataset):
             a, drivers = self.replays[int(rng.integers(len(self.replays)))]
             b = drivers[int(rng.integers(len(drivers)))]
             t_src, t_drv = 0, int(rng.integers(self.clips[b].frames))
-        source, driving = self._frame(a, t_src), self._frame(b, t_drv)
+        source, driving = self.frames.frame(a, t_src), self.frames.frame(b, t_drv)
         item = {
             "source": source["image"],
             "driving": driving["image"],
-            "target": driving["image"] if a == b else self._frame(a, t_drv)["image"],
+            "target": driving["image"] if a == b else self.frames.frame(a, t_drv)["image"],
             "source_params": source["params"],
             "driving_params": driving["params"],
             "identity": torch.tensor(self.identity[self.clips[a].character]),
@@ -133,6 +156,10 @@ class Live2DClipDataModule(PairDataModule):
         background: RGB 0–255 colour behind the characters.
         seed: fixes the pairs.
         augmentation: random augmentation of training pairs (e.g. ``datamodules.augmentation.PairAugmentation``).
+        test_protocols: evaluation protocols for test (``self``, ``cross``; see :mod:`datamodules.protocols`) on
+            training and held-out characters; unset, test uses ``test_pairs`` random pairs of ``test_mode``.
+        test_clips: clips per split and protocol (taken from the characters in turn).
+        test_clip_frames: frames per evaluation clip.
     """
 
     def __init__(
@@ -151,9 +178,13 @@ class Live2DClipDataModule(PairDataModule):
         background: tuple[int, int, int] = (255, 255, 255),
         seed: int = 0,
         augmentation: PairAugmentation | None = None,
+        test_protocols: list[Protocol] | None = None,
+        test_clips: int = 4,
+        test_clip_frames: int = 30,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augmentation"])
+        self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
         self.augmentation = augmentation
         clips, bad = index_clips(root)
         if bad:
@@ -174,3 +205,14 @@ class Live2DClipDataModule(PairDataModule):
         self.train_set = Live2DClipPairs(clips, train, train_pairs, mode="self", seed=seed, **common)
         self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
         self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)
+        self._split = {"train": set(train), "held_out": held}
+
+    def evaluation_clips(self, split: Split) -> list[EvaluationClip]:
+        pairs = self.test_set
+        return [
+            EvaluationClip(c.character, pairs.identity[c.character], c.frames, c.seed if c.source == "replay" else None, i)
+            for i, c in enumerate(pairs.clips) if c.character in self._split[split]
+        ]
+
+    def evaluation_reader(self) -> ClipFrames:
+        return self.test_set.frames

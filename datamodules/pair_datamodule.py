@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from typing import Literal
 
 import lightning as L
@@ -9,17 +10,23 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.augmentation import PairAugmentation
+from datamodules.protocols import EvaluationClip, FrameReader, Protocol, ProtocolPairs, Split
 
 PairMode = Literal["self", "cross"]
 """``self``: source and driving frame of one character; ``cross``: two characters, with a ground-truth target."""
 
 
 class PairDataModule(L.LightningDataModule):
-    """Base class: subclasses set ``train_set``, ``val_set``, ``test_set``, ``batch_size``, ``num_workers`` and
-    ``augmentation``.
+    """Base class: subclasses set ``train_set``, ``val_set``, ``test_set``, ``batch_size``, ``num_workers``,
+    ``augmentation`` and the evaluation settings, and implement :meth:`evaluation_clips` and
+    :meth:`evaluation_reader`.
 
     Training shuffles, drops the last partial batch and applies ``augmentation`` (if any) to each batch on its
     device; validation, test and predict keep the datasets' fixed order, unaugmented.
+
+    Test: without ``test_protocols`` one loader of ``test_set`` pairs; with them one loader per protocol and
+    split (:mod:`datamodules.protocols`), named in :attr:`test_names` (``"self/held_out"``, …), over
+    ``test_clips`` clips per split of at most ``test_clip_frames`` frames.
     """
 
     train_set: Dataset
@@ -28,6 +35,24 @@ class PairDataModule(L.LightningDataModule):
     batch_size: int
     num_workers: int
     augmentation: PairAugmentation | None = None
+    test_protocols: list[Protocol] | None = None
+    test_clips: int = 4
+    test_clip_frames: int = 30
+
+    def evaluation_clips(self, split: Split) -> list[EvaluationClip]:
+        """Every clip of the split's characters that the protocols may use."""
+        raise NotImplementedError(f"{type(self).__name__} has no evaluation clips; leave test_protocols unset")
+
+    def evaluation_reader(self) -> FrameReader:
+        """A picklable ``(clip, t)`` → frame reader for :meth:`evaluation_clips`."""
+        raise NotImplementedError(f"{type(self).__name__} has no evaluation clips; leave test_protocols unset")
+
+    @property
+    def test_names(self) -> list[str]:
+        """Names of the test loaders, in order."""
+        if not self.test_protocols:
+            return ["pairs"]
+        return [f"{protocol}/{split}" for protocol in self.test_protocols for split in ("train", "held_out")]
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         trainer = self.trainer
@@ -56,8 +81,21 @@ class PairDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if not self.test_protocols:
+            return self._loader(self.test_set, shuffle=False)
+        drivers = self.evaluation_clips("train") + self.evaluation_clips("held_out")
+        reader = self.evaluation_reader()
+        loaders = []
+        for name in self.test_names:
+            protocol, split = name.split("/")
+            usable = [c for c in self.evaluation_clips(split) if protocol == "self" or c.replay is not None]  # type: ignore[arg-type]
+            by_character: dict[str, list[EvaluationClip]] = {}
+            for clip in usable:
+                by_character.setdefault(clip.character, []).append(clip)
+            spread = [c for row in zip_longest(*by_character.values()) for c in row if c is not None]  # one per character in turn
+            loaders.append(self._loader(ProtocolPairs(spread[: self.test_clips], drivers, reader, protocol, self.test_clip_frames), shuffle=False))  # type: ignore[arg-type]
+        return loaders
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)

@@ -18,12 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.parameters import default_parameters
 from datamodules.augmentation import PairAugmentation
+from datamodules.live2d.trajectories import random_trajectory
 from datamodules.pair_datamodule import PairDataModule, PairMode
+from datamodules.parameters import default_parameters
+from datamodules.protocols import EvaluationClip, Protocol, Split
 from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
 
 HELD_OUT_OFFSET = 1_000_000  # identity seeds of held-out characters start here
+EVALUATION_TRAJECTORIES = 2  # evaluation clip of identity i follows trajectory i mod 2 (shared: cross-identity truth)
 
 
 @lru_cache(maxsize=4096)
@@ -33,6 +36,29 @@ def _identity(seed: int) -> PuppetIdentity:
 
 def _image(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def held_out_list(count: int) -> list[int]:
+    """Identity seeds of the held-out characters."""
+    return list(range(HELD_OUT_OFFSET, HELD_OUT_OFFSET + count))
+
+
+@lru_cache(maxsize=16)
+def _trajectory(replay: int, frames: int) -> np.ndarray:
+    return random_trajectory(0x9E7 + replay, frames)
+
+
+class PuppetFrames:
+    """Frames of puppet evaluation clips: identity ``clip.key`` along trajectory ``clip.replay``."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, clip: EvaluationClip, t: int) -> dict[str, torch.Tensor]:
+        params = _trajectory(clip.replay, clip.length)[t]  # type: ignore[arg-type]
+        frame = render_puppet(_identity(clip.key), params, self.image_size)  # type: ignore[arg-type]
+        return {"image": _image(frame.image), "params": torch.from_numpy(params.copy()), "keypoints": torch.from_numpy(frame.keypoints),
+                "regions": torch.from_numpy(frame.regions).long()}
 
 
 class PuppetPairs(Dataset):
@@ -100,6 +126,10 @@ class PuppetDataModule(PairDataModule):
         test_mode: pair mode for test and predict.
         seed: fixes characters and pairs.
         augmentation: random augmentation of training pairs (e.g. ``datamodules.augmentation.PairAugmentation``).
+        test_protocols: evaluation protocols for test (``self``, ``cross``; see :mod:`datamodules.protocols`);
+            unset, test uses ``test_pairs`` pairs of ``test_mode``. Each evaluation character is one clip.
+        test_clips: characters (clips) per split and protocol.
+        test_clip_frames: frames per evaluation clip.
     """
 
     def __init__(
@@ -116,6 +146,9 @@ class PuppetDataModule(PairDataModule):
         test_mode: PairMode = "cross",
         seed: int = 0,
         augmentation: PairAugmentation | None = None,
+        test_protocols: list[Protocol] | None = None,
+        test_clips: int = 4,
+        test_clip_frames: int = 30,
     ) -> None:
         super().__init__()
         if image_size < 16:
@@ -123,8 +156,16 @@ class PuppetDataModule(PairDataModule):
         self.save_hyperparameters(ignore=["augmentation"])
         self.augmentation = augmentation
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
         train = list(range(train_identities))
-        held_out = list(range(HELD_OUT_OFFSET, HELD_OUT_OFFSET + held_out_identities))
+        held_out = held_out_list(held_out_identities)
+        self._evaluation_identities = {"train": train[:test_clips], "held_out": held_out[:test_clips]}
         self.train_set = PuppetPairs(train, train_pairs, image_size, seed, "self")
         self.val_set = PuppetPairs(held_out, val_pairs, image_size, seed + 1, val_mode)
         self.test_set = PuppetPairs(held_out, test_pairs, image_size, seed + 2, test_mode)
+
+    def evaluation_clips(self, split: Split) -> list[EvaluationClip]:
+        return [EvaluationClip(str(i), i, self.test_clip_frames, n % EVALUATION_TRAJECTORIES, i) for n, i in enumerate(self._evaluation_identities[split])]
+
+    def evaluation_reader(self) -> PuppetFrames:
+        return PuppetFrames(self.image_size)

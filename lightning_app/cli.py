@@ -27,14 +27,21 @@ DEFAULT_CONFIGS = [str(CONFIG_DIR / "trainer" / "default.yaml"), str(CONFIG_DIR 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-class AnimatorCLI(LightningCLI):
-    """LightningCLI for the AnimatorModule with linked data/model settings and checked checkpoints."""
+class ProjectCLI(LightningCLI):
+    """LightningCLI for one of this project's LightningModules: data in subclass mode, per-concern default
+    configs for every subcommand, checked checkpoints and ``--ckpt_path last`` across runs.
 
-    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        defaults = {"default_config_files": DEFAULT_CONFIGS}
+    Args:
+        model_class: the LightningModule.
+        default_configs: YAML files loaded before any ``--config``.
+        args, run: as for LightningCLI.
+    """
+
+    def __init__(self, model_class: type, default_configs: list[str], args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        defaults = {"default_config_files": default_configs}
         parser_kwargs = {name: defaults for name in SUBCOMMANDS} if run else defaults
         super().__init__(
-            AnimatorModule,
+            model_class,
             LightningDataModule,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
@@ -43,10 +50,6 @@ class AnimatorCLI(LightningCLI):
             run=run,
             **kwargs,
         )
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.init_args.image_size", "model.image_size")
-        parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
         """Verify an explicit checkpoint file before Lightning reads its hyperparameters (and later its state)."""
@@ -70,6 +73,17 @@ class AnimatorCLI(LightningCLI):
         config["ckpt_path"] = str(verify_checkpoint(found))
 
     before_fit = before_validate = before_test = before_predict = _resolve_last_checkpoint
+
+
+class AnimatorCLI(ProjectCLI):
+    """The AnimatorModule's CLI; the data's ``image_size`` and ``channels`` are linked into the model."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        super().__init__(AnimatorModule, DEFAULT_CONFIGS, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.init_args.image_size", "model.image_size")
+        parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -8,7 +8,10 @@ Training step, for a batch of (portrait ``source``, ``driving`` frame) pairs of 
 
 and the weighted loss terms of :class:`~modules.losses.LossWeights`. Validation and test score the clamped
 prediction against ``batch["target"]`` (the driving frame in self-reenactment, the ground-truth frame in
-cross-identity pairs) with torchmetrics' L1, PSNR and SSIM.
+cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation protocols
+(:mod:`datamodules.protocols`) test logs ``test/<protocol>/<split>/<metric>``, where cross-identity pairs are
+animated twice: ``cross_absolute`` (the driver's motion as is) and ``cross_relative`` (the driver's change since
+its first frame applied to the portrait); test steps return the predictions for evaluation callbacks.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class AnimatorModule(LightningModule):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.protocol_metrics = nn.ModuleDict()  # per test group, built when test starts
         # Convolution weights in channels-last layout: measured 15–40% faster inference on CPU (oneDNN), and the
         # layout tensor cores prefer; activations follow the weights' layout.
         self.to(memory_format=torch.channels_last)
@@ -143,6 +147,17 @@ class AnimatorModule(LightningModule):
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch["source"].shape[0])
         return total
 
+    def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None) -> dict[str, Tensor]:
+        """Clamped predictions ``B×3×H×W``: ``absolute`` and, given the driver's first frame, ``relative``."""
+        frames = [source, driving] + ([driving_first] if driving_first is not None else [])
+        motion = self.describe(torch.cat(frames))
+        size = source.shape[0]
+        m_src, m_drv = motion[:size], motion[size : 2 * size]
+        predictions = {"absolute": self.backbone(source, m_src, m_drv).clamp(0.0, 1.0)}
+        if driving_first is not None:
+            predictions["relative"] = self.backbone(source, m_src, m_src.relative(m_drv, motion[2 * size :])).clamp(0.0, 1.0)
+        return predictions
+
     def _score(self, batch: dict[str, Tensor], metrics: MetricCollection) -> dict[str, Tensor]:
         prediction = self(batch["source"], batch["driving"]).clamp(0.0, 1.0)
         metrics.update(prediction, batch.get("target", batch["driving"]))
@@ -152,8 +167,33 @@ class AnimatorModule(LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._score(batch, self.val_metrics)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._score(batch, self.test_metrics)
+    def test_groups(self, loader_name: str) -> dict[str, str]:
+        """Prediction kind → metric group of one test loader (``"self/held_out"`` → ``{"absolute":
+        "self/held_out"}``; ``"cross/train"`` → absolute and relative groups; ``"pairs"`` → ``{"absolute": ""}``)."""
+        if "/" not in loader_name:
+            return {"absolute": ""}
+        protocol, split = loader_name.split("/")
+        if protocol == "self":
+            return {"absolute": loader_name}
+        return {kind: f"{protocol}_{kind}/{split}" for kind in ("absolute", "relative")}
+
+    def on_test_start(self) -> None:
+        names = getattr(self.trainer.datamodule, "test_names", ["pairs"])
+        metrics = self.test_metrics.clone(prefix="")
+        for name in names:
+            for group in self.test_groups(name).values():
+                if group:
+                    self.protocol_metrics[group.replace("/", ":")] = metrics.clone(prefix=f"test/{group}/").to(self.device)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+        names = getattr(self.trainer.datamodule, "test_names", ["pairs"])
+        groups = self.test_groups(names[dataloader_idx])
+        predictions = self.animate(batch["source"], batch["driving"], batch.get("driving_first") if len(groups) > 1 else None)
+        for kind, group in groups.items():
+            metrics = self.protocol_metrics[group.replace("/", ":")] if group else self.test_metrics
+            metrics.update(predictions[kind], batch["target"])
+            self.log_dict(metrics, batch_size=batch["source"].shape[0], add_dataloader_idx=False)
+        return {"predictions": predictions, "groups": groups}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self(batch["source"], batch["driving"]).clamp(0.0, 1.0)

@@ -55,6 +55,25 @@ class Motion:
         """The descriptions of the batch items selected by ``index``."""
         return Motion(*(None if t is None else t[index] for t in astuple_shallow(self)))
 
+    def relative(self, driving: Motion, driving_first: Motion) -> Motion:
+        """Relative motion transfer: this (source) description moved by the driver's change since its first frame.
+
+        Vectors, maps and keypoints get ``source + (driving − driving_first)``; Jacobians
+        ``J_driving · J_first⁻¹ · J_source``.
+        """
+        def shift(source: Tensor | None, now: Tensor | None, first: Tensor | None) -> Tensor | None:
+            return None if source is None or now is None or first is None else source + (now - first)
+
+        jacobians = None
+        if self.jacobians is not None and driving.jacobians is not None and driving_first.jacobians is not None:
+            jacobians = driving.jacobians @ torch.linalg.inv(driving_first.jacobians) @ self.jacobians
+        return Motion(
+            vector=self.vector + (driving.vector - driving_first.vector),
+            maps=shift(self.maps, driving.maps, driving_first.maps),
+            keypoints=shift(self.keypoints, driving.keypoints, driving_first.keypoints),
+            jacobians=jacobians,
+        )
+
     @staticmethod
     def cat(motions: list[Motion]) -> Motion:
         """Concatenate along the batch dimension."""
