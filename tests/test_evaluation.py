@@ -75,7 +75,6 @@ def test_evaluator_metrics_behave(evaluator):
     with torch.no_grad():
         real, same = model(target), model(target.clone())
         shifted = model(torch.roll(target, shifts=6, dims=-1))
-        other = model(torch.roll(target, shifts=1, dims=0))  # another character in another pose
         portrait = model(source)
     assert torch.equal(real["keypoints"], same["keypoints"]), "identical images → zero AKD"
     akd_shift = (shifted["keypoints"] - real["keypoints"]).norm(dim=-1).mean()
