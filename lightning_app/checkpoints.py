@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lightning_app.files import atomic_open
 from modules.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from modules.animator_module import AnimatorModule
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -63,3 +66,29 @@ def find_last_checkpoint(root: str | Path) -> Path | None:
     """The most recently written ``last*.ckpt`` below ``root`` (a logger's root folder), or ``None``."""
     candidates = [p for p in Path(root).glob("**/checkpoints/last*.ckpt") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def load_animator(path: str | Path) -> AnimatorModule:
+    """A trained AnimatorModule from its checkpoint, on the CPU.
+
+    Raises:
+        CheckpointError: the file is damaged, or it is not an AnimatorModule checkpoint (e.g. an evaluator's).
+    """
+    from modules.animator_module import AnimatorModule
+
+    verify_checkpoint(path)
+    try:
+        return AnimatorModule.load_from_checkpoint(path, map_location="cpu")
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def save_animator(module: AnimatorModule, path: str | Path) -> None:
+    """Write ``module`` (including its current adapter) as a checkpoint that :func:`load_animator` and Lightning's
+    ``load_from_checkpoint`` read back; atomically."""
+    import lightning
+
+    module.hparams["adapter"] = module.adapter
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": lightning.__version__}
+    with atomic_open(path, "wb") as handle:
+        torch.save(checkpoint, handle)

@@ -33,9 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.pair_datamodule import PairDataModule
 from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.checkpoints import verify_checkpoint
+from lightning_app.checkpoints import load_animator
 from lightning_app.files import atomic_write_text
-from modules.animator_module import AnimatorModule
 from modules.descriptors.base import MotionDescriptor
 from modules.errors import UserFacingError, exit_on_user_error
 from modules.probes import centre_by_group, identity_leakage, ridge_probe
@@ -45,8 +44,7 @@ def load_descriptor(path: str) -> MotionDescriptor:
     """The descriptor of a model config YAML (``model.descriptor``) or of an AnimatorModule checkpoint."""
     file = Path(path)
     if file.suffix == ".ckpt":
-        verify_checkpoint(file)
-        return AnimatorModule.load_from_checkpoint(file, map_location="cpu").descriptor
+        return load_animator(file).descriptor
     try:
         spec = yaml.safe_load(file.read_text())["model"]["descriptor"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:

@@ -16,40 +16,18 @@ import numpy as np
 
 from datamodules.live2d.clips import ClipInfo, write_clip
 from datamodules.parameters import PARAMETER_NAMES
+from lightning_app.frames import open_frames
 from modules.errors import UserFacingError, exit_on_user_error
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
 
 def read_frames(source: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
     """RGB frames (``H×W×3`` uint8) and the frame rate of a video file or a folder of images (30 fps assumed)."""
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_frames]
-        if not files:
-            raise UserFacingError(f"{str(source)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        frames = []
-        for file in files:
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise UserFacingError(f"{str(file)!r} is not a readable image")
-            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if len({f.shape for f in frames}) > 1:
-            raise UserFacingError(f"images in {str(source)!r} differ in size; expected one size for a clip")
-        return frames, 30.0
-    if not source.is_file():
-        raise UserFacingError(f"{str(source)!r} does not exist")
-    capture = cv2.VideoCapture(str(source))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
-    while len(frames) < max_frames:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    capture.release()
+    stream = open_frames(source, max_frames)
+    frames = list(stream.frames)
     if not frames:
         raise UserFacingError(f"{str(source)!r} is not a readable video (no frame decoded)")
-    return frames, float(fps)
+    if len({f.shape for f in frames}) > 1:
+        raise UserFacingError(f"images in {str(source)!r} differ in size; expected one size for a clip")
+    return frames, stream.fps
 
 
 def square_crop(frames: list[np.ndarray], size: int, box: tuple[int, int, int] | None) -> np.ndarray:

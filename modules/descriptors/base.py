@@ -113,6 +113,17 @@ class MotionDescriptor(nn.Module, ABC):
         """
         return {}
 
+    def motion_from_vector(self, vector: Tensor) -> Motion:
+        """The full description behind a flat vector ``B×D`` (what an adapter predicts).
+
+        Raises:
+            NotImplementedError: the vector does not determine this descriptor's maps.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__}'s vector does not determine its motion maps, so an adapter cannot drive it; "
+            "use an animator with a KeypointDescriptor"
+        )
+
     def describe_frozen(self, frames: Tensor) -> Motion:
         """Describe ``frames`` with this descriptor's parameters held fixed.
 

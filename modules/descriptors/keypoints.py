@@ -102,13 +102,24 @@ class KeypointDescriptor(MotionDescriptor):
         up = F.interpolate(x3, size=x2.shape[-2:], mode="nearest")
         return self.up(torch.cat([up, x2], dim=1))
 
+    def gaussians(self, keypoints: Tensor) -> Tensor:
+        """Gaussian maps ``B×K×(input_size/4)²`` peaking at 1 on keypoints ``B×K×2``."""
+        side = self.input_size // 4
+        std = torch.full_like(keypoints, self.gaussian_std)
+        gaussians = render_gaussian2d(keypoints, std, (side, side), normalized_coordinates=True)
+        return gaussians / gaussians.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+    def motion_from_vector(self, vector: Tensor) -> Motion:
+        """Keypoints from the flat vector, their Gaussian maps, identity Jacobians (when the descriptor has them)."""
+        keypoints = vector.view(-1, self.num_keypoints, 2)
+        jacobians = torch.eye(2, device=vector.device, dtype=vector.dtype).expand(len(keypoints), self.num_keypoints, 2, 2) if self.with_jacobians else None
+        return Motion(vector=vector, maps=self.gaussians(keypoints), keypoints=keypoints, jacobians=jacobians)
+
     def forward(self, frames: Tensor) -> Motion:
         features = self.features(frames)
         probabilities = spatial_softmax2d(self.head(features), temperature=torch.tensor(self.temperature))
         keypoints = spatial_expectation2d(probabilities, normalized_coordinates=True)
-        std = torch.full_like(keypoints, self.gaussian_std)
-        gaussians = render_gaussian2d(keypoints, std, tuple(probabilities.shape[-2:]), normalized_coordinates=True)
-        gaussians = gaussians / gaussians.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        gaussians = self.gaussians(keypoints)
         jacobians = None
         if self.jacobian_head is not None:
             maps = self.jacobian_head(features).unflatten(1, (self.num_keypoints, 4))

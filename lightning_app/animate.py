@@ -1,0 +1,159 @@
+"""Animate a portrait: ``python -m lightning_app.animate --checkpoint CKPT --portrait PORTRAIT.png --driving VIDEO.mp4 --out OUT.mp4``.
+
+The driving motion comes from
+
+* a **human** video or webcam (``--driving 0``): MediaPipe's Face Landmarker → the checkpoint's adapter → the
+  animator's descriptor space (needs a checkpoint from ``python -m lightning_app.train_adapter`` and
+  ``--landmarker face_landmarker.task``). Frames without a face hold the last seen motion;
+* an **anime** video or folder of frames: the animator's own descriptor reads it directly.
+
+``--driver auto`` picks human when the checkpoint has an adapter. Motion is transferred **relative** to the
+driving's first frame (default: the change since then is applied to the portrait; a resting face keeps the
+portrait's pose) or **absolute** (``--absolute``). Writes an mp4 (atomically), optionally side by side
+(driving | portrait | result), shows progress and reports frames/s. A webcam run stops after ``--max-frames``
+or on ``q`` in the preview window (``--show``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import deque
+from pathlib import Path
+import cv2
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from datamodules.face_landmarks import FaceTracker, landmark_features
+from lightning_app.checkpoints import load_animator
+from lightning_app.files import atomic_path
+from lightning_app.frames import open_frames
+from modules.animator_module import AnimatorModule
+from modules.descriptors.base import Motion
+from modules.errors import UserFacingError, exit_on_user_error
+
+
+def read_portrait(path: Path, size: int) -> torch.Tensor:
+    """``1×3×size×size`` in ``[0, 1]`` from an image file (centre square; transparency over white)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise UserFacingError(f"cannot read the portrait image {str(path)!r} (missing, or not an image OpenCV reads)")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        alpha = image[..., 3:].astype(np.float32) / 255.0
+        image = (image[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return to_tensor(square(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size))
+
+
+def square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The centred square of an ``H×W×3`` image, resized to ``size``."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return cv2.resize(rgb[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+
+
+class HumanMotion:
+    """Human frames → the descriptor's motion through MediaPipe and the adapter; faceless frames hold the last."""
+
+    def __init__(self, animator: AnimatorModule, landmarker: Path, fps: float) -> None:
+        if animator.adapter is None:
+            raise UserFacingError("this checkpoint has no adapter, so a human cannot drive it; train one with python -m lightning_app.train_adapter")
+        self.animator, self.adapter = animator, animator.adapter
+        self.tracker = FaceTracker(landmarker, video=True, fps=fps)
+        self.window: deque[np.ndarray] = deque(maxlen=getattr(self.adapter, "temporal_window", 1))
+        self.faces = 0
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray) -> Motion | None:
+        face = self.tracker(rgb)
+        if face is not None:
+            self.faces += 1
+            self.window.append(landmark_features(face))
+        if not self.window:
+            return None
+        features = torch.from_numpy(np.stack(list(self.window)))[None]
+        return self.animator.descriptor.motion_from_vector(self.adapter(features)[:, -1])
+
+
+def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: str = "auto", relative: bool = True, size: int | None = None,
+            side_by_side: bool = False, landmarker: Path | None = None, max_frames: int | None = None, show: bool = False) -> dict[str, float]:
+    """Write the animation; returns ``frames``, ``fps`` (animation frames per second of wall time) and ``faces``."""
+    animator = load_animator(checkpoint).eval()
+    size = size or animator.image_size
+    source = read_portrait(portrait, size)
+    human = driver == "human" or (driver == "auto" and animator.adapter is not None)
+    if human and landmarker is None:
+        raise UserFacingError("human driving needs --landmarker face_landmarker.task (MediaPipe's Face Landmarker bundle)")
+    stream = open_frames(driving, max_frames)
+    frames, fps, count = stream.frames, stream.fps, stream.count
+    human_motion = HumanMotion(animator, landmarker, fps) if human else None  # type: ignore[arg-type]
+    with torch.no_grad():
+        source_motion = animator.descriptor(source)
+    first: Motion | None = None
+    written, start = 0, time.perf_counter()
+    width = size * (3 if side_by_side else 1)
+    with atomic_path(out) as temporary, Progress() as progress, torch.no_grad():
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, size))
+        if not writer.isOpened():
+            raise UserFacingError(f"OpenCV cannot write {str(out)!r} (mp4v codec)")
+        task = progress.add_task(f"animating {Path(driving).name if not driving.isdigit() else 'webcam ' + driving}", total=count)
+        pending = 0  # frames before the first face: written once motion is known
+        for rgb in frames:
+            frame = square(rgb, size)
+            motion = human_motion(rgb) if human_motion else animator.descriptor(to_tensor(frame))
+            if motion is None:
+                pending += 1
+                progress.advance(task)
+                continue
+            first = first or motion
+            driving_motion = source_motion.relative(motion, first) if relative else motion
+            result = animator.backbone(source, source_motion, driving_motion).clamp(0, 1)
+            image = (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            if side_by_side:
+                image = np.concatenate([frame, (source[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), image], axis=1)
+            for _ in range(pending + 1):
+                writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            written += pending + 1
+            pending = 0
+            progress.advance(task)
+            if show:
+                cv2.imshow("animate (q quits)", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+        writer.release()
+        if written == 0:
+            raise UserFacingError(f"no face found in any frame of {driving!r}" if human else f"no frames in {driving!r}")
+    elapsed = time.perf_counter() - start
+    return {"frames": float(written), "fps": written / max(elapsed, 1e-9), "faces": float(human_motion.faces if human_motion else written)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="AnimatorModule checkpoint (with an adapter for human driving)")
+    parser.add_argument("--portrait", type=Path, required=True, help="the portrait image")
+    parser.add_argument("--driving", required=True, help="video file, folder of frames, or a webcam index (0)")
+    parser.add_argument("--out", type=Path, required=True, help="output mp4")
+    parser.add_argument("--driver", choices=["auto", "anime", "human"], default="auto")
+    parser.add_argument("--absolute", action="store_true", help="absolute motion instead of the change since the first frame")
+    parser.add_argument("--size", type=int, help="output size (default: the animator's training size)")
+    parser.add_argument("--side-by-side", action="store_true", help="write driving | portrait | result")
+    parser.add_argument("--landmarker", type=Path, help="MediaPipe face_landmarker.task (human driving)")
+    parser.add_argument("--max-frames", type=int)
+    parser.add_argument("--show", action="store_true", help="preview window (q quits)")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        report = animate(args.checkpoint, args.portrait, args.driving, args.out, args.driver, not args.absolute, args.size,
+                         args.side_by_side, args.landmarker, args.max_frames, args.show)
+    print(f"wrote {args.out}: {report['frames']:.0f} frames at {report['fps']:.1f} frames/s"
+          + (f", face found in {report['faces']:.0f}" if args.driver != "anime" else ""))
+
+
+if __name__ == "__main__":
+    main()

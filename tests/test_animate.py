@@ -1,0 +1,155 @@
+"""Driving an anime portrait: MediaPipe face features, the adapter trained on Live2D renders, and the animate
+command end to end on a shared human driving video (skipped where the shared material is absent)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_cli, tiny_args
+from datamodules.face_landmarks import FaceTracker, face_measures, geometric_parameters, landmark_features, normalised_landmarks, FEATURE_DIM, LEFT_EYE, RIGHT_EYE
+from datamodules.parameters import PARAMETER_INDEX, default_parameters, parameters_from_mapping
+from lightning_app.animate import animate
+from lightning_app.animate import main as animate_main
+from lightning_app.render import render_dataset
+from lightning_app.train_adapter import train_adapter
+from test_live2d import MODELS, SHARED, model, needs_models
+
+LANDMARKER = SHARED / "mediapipe" / "face_landmarker.task"
+HUMAN_VIDEO = SHARED / "driving" / "d0.mp4"
+needs_mediapipe = pytest.mark.skipif(not LANDMARKER.is_file() or not HUMAN_VIDEO.is_file(),
+                                     reason=f"MediaPipe bundle or driving videos not found under {SHARED} (set ANIME_SHARED_DIR)")
+
+
+def human_frames(count: int) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(HUMAN_VIDEO))
+    frames = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        assert ok, f"{HUMAN_VIDEO} has fewer than {count} frames"
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def animator(tmp_path_factory) -> Path:
+    """A keypoints animator trained for a few steps on 64² puppets."""
+    root = tmp_path_factory.mktemp("animator")
+    run_cli(tiny_args(root, steps=2))
+    return next(root.glob("logs/run/version_0/checkpoints/last.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    if not (MODELS / "Hiyori").is_dir():
+        pytest.skip(f"Live2D sample models not found under {MODELS}")
+    out = tmp_path_factory.mktemp("clips")
+    render_dataset(MODELS, out, size=256, clips=1, replays=0, frames=16, workers=2, characters=["Hiyori", "Haru"])
+    return out
+
+
+@needs_mediapipe
+def test_face_features_of_a_human_video():
+    tracker = FaceTracker(LANDMARKER, video=True)
+    faces = [tracker(frame) for frame in human_frames(8)]
+    tracker.close()
+    assert sum(f is not None for f in faces) >= 6
+    face = next(f for f in faces if f is not None)
+    assert face.landmarks.shape == (478, 3) and face.blendshapes.shape == (52,) and face.matrix.shape == (4, 4)
+    points = normalised_landmarks(face.landmarks)
+    eyes = [(points[e["outer"], :2] + points[e["inner"], :2]) / 2 for e in (RIGHT_EYE, LEFT_EYE)]
+    assert np.allclose(eyes[0], [-0.5, 0.0], atol=1e-4) and np.allclose(eyes[1], [0.5, 0.0], atol=1e-4)
+    assert landmark_features(face).shape == (FEATURE_DIM,)
+    assert np.allclose(geometric_parameters(face, face_measures(face)), default_parameters(), atol=1e-5), "a resting face is the neutral pose"
+
+
+@needs_mediapipe
+@needs_models
+def test_geometric_parameters_follow_the_rig_on_live2d_renders():
+    from datamodules.live2d.render_process import render_in_subprocess
+    from datamodules.live2d.character import composite
+
+    poses = np.stack([default_parameters(), parameters_from_mapping({"ParamAngleX": 25.0}), parameters_from_mapping({"ParamAngleX": -25.0}),
+                      parameters_from_mapping({"ParamEyeLOpen": 0.0, "ParamEyeROpen": 0.0})])
+    frames = render_in_subprocess(model("Hiyori"), poses, size=256).frames
+    tracker = FaceTracker(LANDMARKER, min_detection=0.3, min_presence=0.0)
+    faces = [tracker(composite(f, (255, 255, 255))) for f in frames]
+    assert all(f is not None for f in faces), "MediaPipe finds the anime face at a low presence threshold"
+    neutral = face_measures(faces[0])
+    x = PARAMETER_INDEX["ParamAngleX"]
+    right, left = geometric_parameters(faces[1], neutral)[x], geometric_parameters(faces[2], neutral)[x]
+    assert right > 3 and left < -3, f"head turns read back with Live2D's sign: {right:.1f}, {left:.1f}"
+    assert face_measures(faces[3])["eye_left"] < 0.7 * neutral["eye_left"], "closed eyes have a smaller aspect ratio"
+
+
+@needs_mediapipe
+@needs_models
+def test_adapter_trains_on_live2d_renders_and_drives_from_a_human_video(animator, clips, tmp_path):
+    with_adapter = tmp_path / "with_adapter.ckpt"
+    report = train_adapter(animator, clips, LANDMARKER, with_adapter, held_out=["Haru"], steps=60, batch_size=16)
+    assert report["detection_rate"] > 0.8 and report["train_r2"] > 0.0
+    assert (clips / "Hiyori" / "random_000" / "mediapipe_features.npy").is_file(), "features are cached beside the clip"
+    portrait = tmp_path / "portrait.png"
+    cv2.imwrite(str(portrait), np.full((80, 64, 3), 200, np.uint8))
+    out = tmp_path / "animated.mp4"
+    result = animate(with_adapter, portrait, str(HUMAN_VIDEO), out, landmarker=LANDMARKER, max_frames=12, side_by_side=True)
+    assert result["frames"] == 12 and result["faces"] >= 10 and result["fps"] > 0
+    video = cv2.VideoCapture(str(out))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 3 * 64
+
+
+@needs_models
+def test_anime_frames_drive_the_animator_directly(animator, clips, tmp_path):
+    frames = np.load(next(clips.glob("Hiyori/*/frames.npy")), mmap_mode="r")
+    folder = tmp_path / "driving"
+    folder.mkdir()
+    for t in range(6):
+        cv2.imwrite(str(folder / f"{t:03d}.png"), cv2.cvtColor(np.ascontiguousarray(frames[t, ..., :3]), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "portrait.png"), np.ascontiguousarray(frames[0, ..., 2::-1]))
+    out = tmp_path / "anime.mp4"
+    result = animate(animator, tmp_path / "portrait.png", str(folder), out)
+    assert result["frames"] == 6
+    assert int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+
+
+def test_bad_inputs_are_named(animator, tmp_path, capsys):
+    def fails(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            animate_main(["--out", str(tmp_path / "x.mp4"), *args])
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
+
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert "cannot read the portrait image" in fails("--checkpoint", str(animator), "--portrait", str(tmp_path / "broken.png"), "--driving", "x.mp4")
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((32, 32, 3), np.uint8))
+    assert "does not exist" in fails("--checkpoint", str(animator), "--portrait", str(tmp_path / "p.png"), "--driving", str(tmp_path / "missing.mp4"))
+    assert "has no adapter" in fails("--checkpoint", str(animator), "--portrait", str(tmp_path / "p.png"), "--driving", str(tmp_path),
+                                     "--driver", "human", "--landmarker", str(tmp_path / "p.png"))
+    torch_file = tmp_path / "other.ckpt"
+    import torch
+
+    torch.save({"state_dict": {}, "hyper_parameters": {"encoder": "resnet10t"}}, torch_file)
+    assert "not an AnimatorModule checkpoint" in fails("--checkpoint", str(torch_file), "--portrait", str(tmp_path / "p.png"), "--driving", str(tmp_path))
+    assert "no camera at index 7" in fails("--checkpoint", str(animator), "--portrait", str(tmp_path / "p.png"), "--driving", "7")
+
+
+@needs_mediapipe
+def test_a_video_without_a_face_is_reported(animator, tmp_path, capsys):
+    from lightning_app.checkpoints import load_animator, save_animator
+    from modules.adapter import LandmarkAdapter
+
+    module = load_animator(animator)
+    module.adapter = LandmarkAdapter(module.descriptor.spec.vector_dim)
+    save_animator(module, tmp_path / "adapter.ckpt")
+    blank = tmp_path / "blank.mp4"
+    writer = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    for _ in range(5):
+        writer.write(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    writer.release()
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(SystemExit):
+        animate_main(["--checkpoint", str(tmp_path / "adapter.ckpt"), "--portrait", str(tmp_path / "p.png"), "--driving", str(blank),
+                      "--out", str(tmp_path / "o.mp4"), "--landmarker", str(LANDMARKER)])
+    assert "no face found in any frame" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists(), "nothing half-written is left"
