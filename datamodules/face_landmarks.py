@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,11 @@ class FaceTracker:
         self._frame = 0
 
     def _create(self):
+        # Measured here: with mediapipe 1.2.3 loaded, a SIGPROF sometimes reaches the process later (in a pytest run
+        # that also trains and spawns renderers) and its default action ends the process ("Profiling timer expired").
+        # Ignore it unless someone (a sampling profiler) handles it already.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGPROF) == signal.SIG_DFL:
+            signal.signal(signal.SIGPROF, signal.SIG_IGN)
         try:
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as exc:
@@ -200,7 +207,7 @@ def geometric_parameters(face: FaceObservation, neutral: dict[str, float]) -> np
         i = PARAMETER_INDEX[name]
         params[i] = np.clip(value, low[i], high[i])
 
-    put("ParamAngleX", -(now["yaw"] - neutral["yaw"]))
+    put("ParamAngleX", now["yaw"] - neutral["yaw"])
     put("ParamAngleY", -(now["pitch"] - neutral["pitch"]))
     put("ParamAngleZ", -(now["roll"] - neutral["roll"]))
     put("ParamEyeLOpen", now["eye_left"] / max(neutral["eye_left"], 1e-3))

@@ -128,6 +128,8 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
                 if cv2.waitKey(1) & 0xFF == ord("q"):
                     break
         writer.release()
+        if human_motion:
+            human_motion.tracker.close()
         if written == 0:
             raise UserFacingError(f"no face found in any frame of {driving!r}" if human else f"no frames in {driving!r}")
     elapsed = time.perf_counter() - start

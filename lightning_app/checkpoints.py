@@ -78,7 +78,7 @@ def load_animator(path: str | Path) -> AnimatorModule:
 
     verify_checkpoint(path)
     try:
-        return AnimatorModule.load_from_checkpoint(path, map_location="cpu")
+        return AnimatorModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)  # hparams hold the descriptor objects
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
 

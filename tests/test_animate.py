@@ -72,9 +72,10 @@ def test_geometric_parameters_follow_the_rig_on_live2d_renders():
 
     poses = np.stack([default_parameters(), parameters_from_mapping({"ParamAngleX": 25.0}), parameters_from_mapping({"ParamAngleX": -25.0}),
                       parameters_from_mapping({"ParamEyeLOpen": 0.0, "ParamEyeROpen": 0.0})])
-    frames = render_in_subprocess(model("Hiyori"), poses, size=256).frames
+    frames = render_in_subprocess(model("Haru"), poses, size=256).frames
     tracker = FaceTracker(LANDMARKER, min_detection=0.3, min_presence=0.0)
     faces = [tracker(composite(f, (255, 255, 255))) for f in frames]
+    tracker.close()
     assert all(f is not None for f in faces), "MediaPipe finds the anime face at a low presence threshold"
     neutral = face_measures(faces[0])
     x = PARAMETER_INDEX["ParamAngleX"]
