@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from datamodules.face_landmarks import FaceTracker, landmark_features
+from datamodules.face_landmarks import FaceObservation, FaceTracker, landmark_features
 from lightning_app.checkpoints import load_animator
 from lightning_app.files import atomic_path
 from lightning_app.frames import open_frames
@@ -69,17 +69,48 @@ class HumanMotion:
         self.tracker = FaceTracker(landmarker, video=True, fps=fps)
         self.window: deque[np.ndarray] = deque(maxlen=getattr(self.adapter, "temporal_window", 1))
         self.faces = 0
+        self.last_face: FaceObservation | None = None
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> Motion | None:
         face = self.tracker(rgb)
         if face is not None:
             self.faces += 1
+            self.last_face = face
             self.window.append(landmark_features(face))
         if not self.window:
             return None
         features = torch.from_numpy(np.stack(list(self.window)))[None]
         return self.animator.descriptor.motion_from_vector(self.adapter(features)[:, -1])
+
+
+class Animation:
+    """Frame-by-frame animation of one portrait.
+
+    Args:
+        animator: the trained animator.
+        portrait: ``1×3×S×S`` in ``[0, 1]``.
+        human: a :class:`HumanMotion` (human driving), or ``None`` (the descriptor reads the driving frames).
+        relative: transfer the change since the first driving frame with motion (else the absolute motion).
+    """
+
+    def __init__(self, animator: AnimatorModule, portrait: torch.Tensor, human: HumanMotion | None, relative: bool) -> None:
+        self.animator, self.portrait, self.human, self.relative = animator, portrait, human, relative
+        with torch.no_grad():
+            self.portrait_motion = animator.descriptor(portrait)
+        self.first: Motion | None = None
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The animated portrait (``S×S×3`` uint8) for a driving frame ``H×W×3``; ``None`` until motion is known."""
+        size = self.portrait.shape[-1]
+        motion = self.human(rgb) if self.human else self.animator.descriptor(to_tensor(square(rgb, size)))
+        if motion is None:
+            return None
+        self.first = self.first or motion
+        driving = self.portrait_motion.relative(motion, self.first) if self.relative else motion
+        result = self.animator.backbone(self.portrait, self.portrait_motion, driving).clamp(0, 1)
+        return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: str = "auto", relative: bool = True, size: int | None = None,
@@ -94,30 +125,23 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
     stream = open_frames(driving, max_frames)
     frames, fps, count = stream.frames, stream.fps, stream.count
     human_motion = HumanMotion(animator, landmarker, fps) if human else None  # type: ignore[arg-type]
-    with torch.no_grad():
-        source_motion = animator.descriptor(source)
-    first: Motion | None = None
+    animation = Animation(animator, source, human_motion, relative)
     written, start = 0, time.perf_counter()
     width = size * (3 if side_by_side else 1)
-    with atomic_path(out) as temporary, Progress() as progress, torch.no_grad():
+    with atomic_path(out) as temporary, Progress() as progress:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, size))
         if not writer.isOpened():
             raise UserFacingError(f"OpenCV cannot write {str(out)!r} (mp4v codec)")
         task = progress.add_task(f"animating {Path(driving).name if not driving.isdigit() else 'webcam ' + driving}", total=count)
         pending = 0  # frames before the first face: written once motion is known
         for rgb in frames:
-            frame = square(rgb, size)
-            motion = human_motion(rgb) if human_motion else animator.descriptor(to_tensor(frame))
-            if motion is None:
+            image = animation(rgb)
+            if image is None:
                 pending += 1
                 progress.advance(task)
                 continue
-            first = first or motion
-            driving_motion = source_motion.relative(motion, first) if relative else motion
-            result = animator.backbone(source, source_motion, driving_motion).clamp(0, 1)
-            image = (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             if side_by_side:
-                image = np.concatenate([frame, (source[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), image], axis=1)
+                image = np.concatenate([square(rgb, size), (source[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), image], axis=1)
             for _ in range(pending + 1):
                 writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             written += pending + 1
