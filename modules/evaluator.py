@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from datamodules.parameters import PARAMETER_NAMES, default_parameters, parameter_bounds
 from datamodules.puppet import KEYPOINT_NAMES
-from modules.pretrained import create_pretrained_timm_model
+from modules.pretrained import InputNormalisation, create_pretrained_timm_model
 
 
 def supervised_contrastive_loss(embeddings: Tensor, labels: Tensor, temperature: float) -> Tensor:
@@ -81,9 +81,7 @@ class EvaluatorModule(LightningModule):
         self.register_buffer("param_low", torch.as_tensor(low), persistent=False)
         self.register_buffer("param_span", torch.as_tensor(high - low).clamp_min(1e-6), persistent=False)
         self.register_buffer("param_default", torch.as_tensor(default_parameters()), persistent=False)
-        config = self.encoder.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        self.normalise = InputNormalisation.for_model(self.encoder)
         self._optimizer_factory = optimizer
 
     def normalise_parameters(self, params: Tensor) -> Tensor:
@@ -95,7 +93,7 @@ class EvaluatorModule(LightningModule):
         ``parameters`` ``B×P`` normalised (see :meth:`normalise_parameters`), ``identity`` ``B×E`` unit vectors."""
         size = frames.shape[-1]
         x = F.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
-        mid, deep = self.encoder((x - self.mean) / self.std)
+        mid, deep = self.encoder(self.normalise(x))
         heat = spatial_softmax2d(self.heatmaps(mid), temperature=torch.tensor(1.0))
         keypoints = (spatial_expectation2d(heat, normalized_coordinates=True) + 1.0) / 2.0 * (size - 1)
         pooled = deep.mean(dim=(-2, -1))

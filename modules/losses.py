@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from modules.descriptors.base import Motion
 from modules.errors import PretrainedWeightsError
+from modules.pretrained import InputNormalisation
 
 MotionLossKind = Literal["descriptor_delta", "rgb_residual"]
 
@@ -94,8 +95,7 @@ class PerceptualLoss(nn.Module):
             raise PretrainedWeightsError(f"perceptual loss weights {str(path)!r} lack VGG-16 keys: features.{', features.'.join(missing)}")
         features.load_state_dict({k: wanted[k] for k in features.state_dict()})
         self.features = features.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.normalise = InputNormalisation()
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
@@ -103,7 +103,7 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        x = (torch.cat([prediction, target]) - self.mean) / self.std
+        x = self.normalise(torch.cat([prediction, target]))
         loss = x.new_zeros(())
         for i, layer in enumerate(self.features):
             x = layer(x)

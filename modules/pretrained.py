@@ -8,7 +8,7 @@ from typing import Any
 
 import timm
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from modules.errors import PretrainedWeightsError
 
@@ -77,3 +77,25 @@ def load_descriptor_weights(descriptor: nn.Module, path: str) -> None:
         raise PretrainedWeightsError(
             f"{str(file)!r} does not fit this descriptor (same class and settings as when it was trained?): {reason}"
         ) from exc
+
+
+class InputNormalisation(nn.Module):
+    """Frames ``B×3×H×W`` in ``[0, 1]`` → the mean/std normalisation a pretrained network expects.
+
+    Args:
+        mean, std: per-channel statistics (ImageNet's by default).
+    """
+
+    def __init__(self, mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> InputNormalisation:
+        """The statistics in a timm model's ``pretrained_cfg`` (ImageNet's where it names none)."""
+        config = getattr(model, "pretrained_cfg", {}) or {}
+        return cls(tuple(config.get("mean", (0.485, 0.456, 0.406))), tuple(config.get("std", (0.229, 0.224, 0.225))))
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return (frames - self.mean) / self.std

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from datamodules.puppet import REGIONS
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from modules.errors import UserFacingError
-from modules.pretrained import create_pretrained_timm_model, load_descriptor_weights
+from modules.pretrained import InputNormalisation, create_pretrained_timm_model, load_descriptor_weights
 
 STATISTICS = ("area", "centroid_x", "centroid_y", "spread_x", "spread_y")
 
@@ -77,9 +77,7 @@ class SemanticDescriptor(MotionDescriptor):
         self.input_size, self.segmentation_weight, self.frozen = input_size, segmentation_weight, frozen
         self.num_regions = len(REGIONS)
         self.encoder = create_pretrained_timm_model(encoder, pretrained, weights_path, features_only=True, out_indices=(1, 2, 3))
-        config = self.encoder.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        self.normalise = InputNormalisation.for_model(self.encoder)
         self.laterals = nn.ModuleList(nn.Conv2d(c, decoder_width, 1) for c in self.encoder.feature_info.channels())
         self.fuse = nn.Sequential(
             nn.Conv2d(decoder_width, decoder_width, 3, padding=1), nn.GroupNorm(8, decoder_width), nn.SiLU(inplace=True),
@@ -101,7 +99,7 @@ class SemanticDescriptor(MotionDescriptor):
     def logits(self, frames: Tensor) -> Tensor:
         """Region logits ``B×R×(input_size/4)²`` for frames ``B×3×H×W`` in ``[0, 1]``."""
         x = F.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
-        features = self.encoder((x - self.mean) / self.std)
+        features = self.encoder(self.normalise(x))
         size = (self.input_size // 4, self.input_size // 4)
         fused = sum(F.interpolate(lateral(f), size=size, mode="bilinear", align_corners=False) for lateral, f in zip(self.laterals, features))
         return self.fuse(fused)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
-from modules.pretrained import create_pretrained_timm_model
+from modules.pretrained import InputNormalisation, create_pretrained_timm_model
 
 
 class ViTDescriptor(MotionDescriptor):
@@ -58,9 +58,7 @@ class ViTDescriptor(MotionDescriptor):
         self.input_size, self.grid, self.frozen = input_size, grid, frozen
         self.vit.requires_grad_(not frozen)
         self.vit.train(not frozen)
-        config = self.vit.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        self.normalise = InputNormalisation.for_model(self.vit)
         embed_dim = self.vit.num_features
         self.projection = nn.Conv2d(embed_dim, projection_dim, 1) if projection_dim else None
         self.channels = projection_dim or embed_dim
@@ -84,7 +82,7 @@ class ViTDescriptor(MotionDescriptor):
     def patch_features(self, frames: Tensor) -> Tensor:
         """Patch tokens as a map ``B×C×(input_size/patch)²`` for frames ``B×3×H×W`` in ``[0, 1]``."""
         x = F.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
-        tokens = self.vit.forward_features((x - self.mean) / self.std)[:, self.vit.num_prefix_tokens :]
+        tokens = self.vit.forward_features(self.normalise(x))[:, self.vit.num_prefix_tokens :]
         side = self.input_size // self.vit.patch_embed.patch_size[0]
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
 
