@@ -34,16 +34,8 @@ from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from lightning_app.animate import Animation, HumanMotion, read_portrait  # noqa: E402
 from lightning_app.checkpoints import load_animator  # noqa: E402
 from lightning_app.frames import open_frames  # noqa: E402
+from lightning_app.train_adapter import COMPARED, correlation  # noqa: E402
 from modules.evaluator import EvaluatorModule  # noqa: E402
-
-COMPARED = ("ParamAngleX", "ParamAngleY", "ParamAngleZ", "ParamEyeLOpen", "ParamEyeROpen", "ParamMouthOpenY")
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std() < 1e-6 or b.std() < 1e-6:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
 
 @torch.no_grad()
 def evaluate_video(animator, evaluator: EvaluatorModule, landmarker: Path, portrait: torch.Tensor, video: Path, max_frames: int) -> dict[str, float]:
@@ -63,7 +55,7 @@ def evaluate_video(animator, evaluator: EvaluatorModule, landmarker: Path, portr
         keypoints.append(out["keypoints"][0].numpy())
     elapsed = time.perf_counter() - start
     human.tracker.close()
-    geometric_array, shown_array, track = np.array(geometric), np.array(shown), np.array(keypoints)
+    geometric_array, shown_array, track = torch.from_numpy(np.array(geometric)), torch.from_numpy(np.array(shown)), np.array(keypoints)
     row = {f"r_{name.removeprefix('Param')}": correlation(geometric_array[:, PARAMETER_INDEX[name]], shown_array[:, PARAMETER_INDEX[name]]) for name in COMPARED}
     padded = np.pad(track, ((2, 2), (0, 0), (0, 0)), mode="edge")
     smooth = np.median(np.stack([padded[i : i + len(track)] for i in range(5)]), axis=0)  # 5-frame running median

@@ -192,14 +192,27 @@ def face_measures(face: FaceObservation) -> dict[str, float]:
     }
 
 
+def neutral_measures(measures: list[dict[str, float]]) -> dict[str, float]:
+    """A person's resting face from many frames: the median of each measure (robust to the moments they move)."""
+    if not measures:
+        raise ValueError("a neutral reference needs at least one face")
+    return {name: float(np.median([m[name] for m in measures])) for name in measures[0]}
+
+
 def geometric_parameters(face: FaceObservation, neutral: dict[str, float]) -> np.ndarray:
     """The standard parameters (``P`` raw values) implied by a face, relative to the same person's ``neutral``
-    measures (:func:`face_measures` of a resting face), so a resting face maps to the neutral pose.
+    measures (:func:`face_measures` of a resting face, or :func:`neutral_measures` of a video), so a resting face
+    maps to the neutral pose. See :func:`parameters_from_measures`."""
+    return parameters_from_measures(face_measures(face), neutral)
+
+
+def parameters_from_measures(now: dict[str, float], neutral: dict[str, float]) -> np.ndarray:
+    """The standard parameters (``P`` raw values, clipped to their ranges) for a face's :func:`face_measures`
+    relative to ``neutral``.
 
     The person's left eye drives ``ParamEyeLOpen`` (the character's left eye); angles follow Live2D's signs
     (``ParamAngleX`` > 0 turns toward the image's right).
     """
-    now = face_measures(face)
     params = default_parameters()
     low, high = parameter_bounds()
 

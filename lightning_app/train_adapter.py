@@ -1,159 +1,233 @@
-"""Train the MediaPipe-to-canonical adapter of a trained animator:
-``python -m lightning_app.train_adapter --animator CKPT --clips data/live2d --landmarker face_landmarker.task --out CKPT``.
+"""Train the MediaPipe-to-canonical adapter of a trained animator::
 
-Training pairs come from rendered Live2D clips (route "MediaPipe on Live2D renders"): MediaPipe's Face Landmarker
-(presence threshold lowered, so it finds anime faces) gives face features of each frame, and the animator's frozen
-descriptor gives the target vector of the same frame. Features are cached per clip (``mediapipe_features.npy``,
-written atomically; frames without a face are NaN and skipped). Clips of the ``--held-out`` characters are kept
-for validation.
+    python -m lightning_app.train_adapter --animator CKPT --landmarker face_landmarker.task --out CKPT \\
+        [--clips data/live2d --held-out Mark Rice] \\
+        [--videos human/*.mp4 --held-out-videos d3 --models ../shared/live2d --cache data/human_pairs]
 
-Losses: regression (smooth L1 on standardised descriptor vectors) and InfoNCE across the batch (each prediction
-must be closest to its own target). The animator is written to ``--out`` with the adapter in its ``adapter``
-slot, ready for ``python -m lightning_app.animate``.
+Training pairs (:mod:`lightning_app.adapter_pairs`) come from either route or both: ``--clips`` (MediaPipe on
+rendered Live2D clips → the descriptor of the same frame) and ``--videos`` (MediaPipe on human videos → their
+geometric parameters rendered on the ``--models`` characters → the mean descriptor). Clips of ``--held-out``
+characters and the ``--held-out-videos`` (by stem) are kept for validation (a video given only to be held out
+evaluates a Live2D-only adapter on human faces); human poses are rendered on the ``--characters`` that are not
+held out.
+
+Losses, on descriptor vectors standardised by the training targets:
+
+* regression: smooth L1 to the target;
+* contrastive: InfoNCE across the batch (each prediction closest to its own target);
+* cycle consistency: descriptor → parameters → descriptor through two linear maps fitted (ridge) on the training
+  pairs whose pose parameters are known, so a prediction stays on the set of descriptors that some pose of the
+  rig explains.
+
+The same descriptor → parameters map reads the **parameter trajectory the adapter implies** on human videos; the
+report compares it with the geometric reading of the face (correlation per parameter; the map applied to the
+targets themselves is the ceiling) and gives the adapter's jitter (frame-to-frame change of its output over
+that of the targets). The animator is written to ``--out`` with the adapter in its ``adapter`` slot.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import track
+from rich.table import Table
+from torch import Tensor
 
-from datamodules.face_landmarks import FEATURE_DIM, FaceTracker, landmark_features
-from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
-from lightning_app.files import atomic_write_bytes
-from modules.adapter import LandmarkAdapter
-from modules.animator_module import AnimatorModule
-from modules.errors import UserFacingError, exit_on_user_error
+from datamodules.face_landmarks import FaceTracker
+from datamodules.live2d.clips import index_clips
+from datamodules.parameters import PARAMETER_INDEX, normalize_parameters
+from lightning_app.adapter_pairs import PairSequence, human_pairs, live2d_pairs
 from lightning_app.checkpoints import load_animator, save_animator
+from lightning_app.render import find_models
+from modules.adapter import LandmarkAdapter
+from modules.errors import UserFacingError, exit_on_user_error
+from modules.probes import ridge_fit
 
-FEATURES_FILE = "mediapipe_features.npy"
-
-
-def clip_features(clip: ClipInfo, tracker: FaceTracker, detect_size: int) -> np.ndarray:
-    """``T×F`` face features of a clip's frames (NaN rows where no face was found), cached in the clip folder."""
-    cached = clip.folder / FEATURES_FILE
-    if cached.is_file():
-        features = np.load(cached)
-        if features.shape == (clip.frames, FEATURE_DIM):
-            return features
-    frames = open_arrays(clip)["frames"]
-    features = np.full((clip.frames, FEATURE_DIM), np.nan, np.float32)
-    for t in range(clip.frames):
-        rgba = frames[t].astype(np.float32)
-        rgb = np.clip(rgba[..., :3] + (255.0 - rgba[..., 3:]), 0, 255).astype(np.uint8)  # over white
-        face = tracker(cv2.resize(rgb, (detect_size, detect_size), interpolation=cv2.INTER_CUBIC))
-        if face is not None:
-            features[t] = landmark_features(face)
-    buffer = io.BytesIO()
-    np.save(buffer, features)
-    atomic_write_bytes(cached, buffer.getvalue())
-    return features
+COMPARED = ("ParamAngleX", "ParamAngleY", "ParamAngleZ", "ParamEyeLOpen", "ParamEyeROpen", "ParamMouthOpenY")
+CYCLE_RIDGE = 1.0
 
 
-@torch.no_grad()
-def clip_targets(animator: AnimatorModule, clip: ClipInfo) -> torch.Tensor:
-    """``T×D`` descriptor vectors of a clip's frames, composited over white at the animator's image size."""
-    frames = torch.from_numpy(np.asarray(open_arrays(clip)["frames"], np.float32) / 255.0).permute(0, 3, 1, 2)
-    rgb = frames[:, :3] + (1.0 - frames[:, 3:])
-    rgb = F.interpolate(rgb, size=(animator.image_size, animator.image_size), mode="area")
-    return torch.cat([animator.descriptor(chunk).vector for chunk in rgb.split(32)])
+def windows(sequence: PairSequence, window: int) -> tuple[Tensor, Tensor, Tensor]:
+    """All length-``window`` runs of frames with a face: inputs ``N×window×F``, the last frame's targets ``N×D``
+    and normalised parameters ``N×P`` (``[0, 1]``)."""
+    found = ~sequence.features.isnan().any(1)
+    ends = [t for t in range(window - 1, len(found)) if found[t - window + 1 : t + 1].all()]
+    if not ends:
+        return (torch.zeros(0, window, sequence.features.shape[1]), torch.zeros(0, sequence.targets.shape[1]),
+                torch.zeros(0, sequence.parameters.shape[1]))
+    inputs = torch.stack([sequence.features[t - window + 1 : t + 1] for t in ends])
+    parameters = torch.from_numpy(normalize_parameters(sequence.parameters[ends].numpy()))
+    return inputs, sequence.targets[ends], parameters
 
 
-def windows(features: torch.Tensor, targets: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All length-``window`` runs of frames that have a face: ``N×window×F`` inputs, ``N×D`` targets (last frame)."""
-    found = ~features.isnan().any(1)
-    xs, ys = [], []
-    for t in range(window - 1, len(features)):
-        if found[t - window + 1 : t + 1].all():
-            xs.append(features[t - window + 1 : t + 1])
-            ys.append(targets[t])
-    if not xs:
-        return torch.zeros(0, window, features.shape[1]), torch.zeros(0, targets.shape[1])
-    return torch.stack(xs), torch.stack(ys)
-
-
-def info_nce(predicted: torch.Tensor, target: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Each prediction against every target in the batch; its own target is the positive."""
+def info_nce(predicted: Tensor, target: Tensor, temperature: float = 0.1) -> Tensor:
+    """Each prediction (``N×D``) against every target in the batch; its own target is the positive."""
     logits = F.normalize(predicted, dim=1) @ F.normalize(target, dim=1).T / temperature
     return F.cross_entropy(logits, torch.arange(len(logits)))
 
 
-def train_adapter(animator_path: Path, clips_root: Path, landmarker: Path, out: Path, held_out: list[str], steps: int = 1500,
-                  window: int = 1, hidden: int = 256, batch_size: int = 64, lr: float = 1e-3, contrastive: float = 0.1,
-                  detect_size: int = 256, seed: int = 0) -> dict[str, float]:
-    """Train and save; returns validation numbers (R² of the predicted descriptor vectors, face detection rate)."""
+class CycleMaps:
+    """Linear maps between standardised descriptor vectors ``z`` (``N×D``) and normalised parameters ``p``
+    (``N×P``), fitted by ridge regression: ``parameters(z)`` and ``descriptor(p)``."""
+
+    def __init__(self, z: Tensor, p: Tensor) -> None:
+        self.to_p = ridge_fit(z.double(), p.double(), CYCLE_RIDGE)
+        self.to_z = ridge_fit(p.double(), z.double(), CYCLE_RIDGE)
+
+    def parameters(self, z: Tensor) -> Tensor:
+        weights, bias = self.to_p
+        return z @ weights.to(z.dtype) + bias.to(z.dtype)
+
+    def descriptor(self, p: Tensor) -> Tensor:
+        weights, bias = self.to_z
+        return p @ weights.to(p.dtype) + bias.to(p.dtype)
+
+    def cycle_loss(self, z: Tensor) -> Tensor:
+        return F.mse_loss(self.descriptor(self.parameters(z)), z)
+
+
+def _r2(z_hat: Tensor, z: Tensor, std: Tensor) -> float:
+    """R² of predictions ``z_hat`` of ``z`` (standardised ``N×D``), summed over the descriptor's own units."""
+    return float(1 - ((z_hat - z) ** 2 * std**2).sum() / ((z - z.mean(0)) ** 2 * std**2).sum())
+
+
+def correlation(a: Tensor, b: Tensor) -> float:
+    """Pearson correlation of two ``N`` series; NaN where either is constant."""
+    if a.std() < 1e-6 or b.std() < 1e-6:
+        return float("nan")
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+@torch.no_grad()
+def evaluate(adapter: LandmarkAdapter, maps: CycleMaps, sequences: list[PairSequence], window: int, human: bool) -> dict[str, float]:
+    """R² of the predicted descriptor vectors; for human videos also the correlation of the implied parameters
+    with the geometric reading (and of the targets' implied parameters: the ceiling) and the jitter ratio."""
+    runs = [(adapter.standardise(adapter(x)[:, -1]), adapter.standardise(y), p) for x, y, p in (windows(s, window) for s in sequences)]
+    runs = [run for run in runs if len(run[0])]
+    if not runs:
+        return {}
+    z_hat, z, p = (torch.cat(column) for column in zip(*runs))
+    relative = [(a - a.mean(0), b - b.mean(0)) for a, b, _ in runs]  # each sequence's own mean removed: what relative driving sees
+    row = {"frames": float(len(z)), "r2": _r2(z_hat, z, adapter.std), "r2_rel": _r2(*(torch.cat(c) for c in zip(*relative)), adapter.std)}
+    if not human:
+        return row
+    implied, ceiling = maps.parameters(z_hat), maps.parameters(z)
+    for name in COMPARED:
+        i, short = PARAMETER_INDEX[name], name.removeprefix("Param")
+        row[f"r_{short}"] = correlation(implied[:, i], p[:, i])
+        row[f"ceiling_{short}"] = correlation(ceiling[:, i], p[:, i])
+    moves = [(a.diff(dim=0).norm(dim=1), b.diff(dim=0).norm(dim=1)) for a, b, _ in runs if len(a) > 1]
+    row["jitter_ratio"] = float(torch.cat([a for a, _ in moves]).mean() / torch.cat([b for _, b in moves]).mean())
+    return row
+
+
+def train_adapter(animator_path: Path, out: Path, landmarker: Path, *, clips: Path | None = None, held_out: Sequence[str] = (),
+                  videos: Sequence[Path] = (), held_out_videos: Sequence[str] = (), models: Path | None = None,
+                  characters: Sequence[str] | None = None, cache: Path = Path("data/human_pairs"),
+                  max_video_frames: int | None = None, steps: int = 1500, window: int = 1, hidden: int = 256, batch_size: int = 64,
+                  lr: float = 1e-3, contrastive: float = 0.1, cycle: float = 0.1, detect_size: int = 256, workers: int = 2,
+                  seed: int = 0) -> dict[str, dict[str, float]]:
+    """Train and save the adapter; returns ``{"<route>/<split>": {metric: value}}`` (see :func:`evaluate`) plus
+    ``"data"`` (face detection rates, training pairs)."""
     torch.manual_seed(seed)
+    if clips is None and not videos:
+        raise UserFacingError("give training pairs: --clips (rendered Live2D clips) and/or --videos (human videos, with --models)")
+    if videos and models is None:
+        raise UserFacingError("--videos needs --models (the Live2D model folders to render the human's parameters on)")
     animator = load_animator(animator_path).eval()
     animator.descriptor.motion_from_vector(torch.zeros(1, animator.descriptor.spec.vector_dim))  # refuses early if no adapter can drive it
-    clips, bad = index_clips(clips_root)
-    if not clips:
-        raise UserFacingError(f"no clips under {str(clips_root)!r}" + (f" ({len(bad)} damaged)" if bad else ""))
-    tracker = FaceTracker(landmarker, video=False, min_detection=0.3, min_presence=0.0)
-    data: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"train": [], "val": []}
-    detected = total = 0
-    for clip in track(clips, description="face landmarks and descriptor targets"):
-        features = torch.from_numpy(clip_features(clip, tracker, detect_size))
-        detected += int((~features.isnan().any(1)).sum())
-        total += len(features)
-        data["val" if clip.character in held_out else "train"].append(windows(features, clip_targets(animator, clip), window))
-    tracker.close()
-    train_x, train_y = (torch.cat(parts) for parts in zip(*data["train"])) if data["train"] else (torch.zeros(0), torch.zeros(0))
+    routes: dict[str, list[PairSequence]] = {}
+    if clips is not None:
+        found, bad = index_clips(clips)
+        if not found:
+            raise UserFacingError(f"no clips under {str(clips)!r}" + (f" ({len(bad)} damaged)" if bad else ""))
+        tracker = FaceTracker(landmarker, video=False, min_detection=0.3, min_presence=0.0)
+        routes["live2d"] = live2d_pairs(animator, found, tracker, detect_size)
+        tracker.close()
+    if videos:
+        renderable = {name: path for name, path in find_models(models, characters).items() if name not in held_out}
+        if not renderable:
+            raise UserFacingError(f"every model under {str(models)!r} is held out; human poses need a training character to be rendered on")
+        routes["human"] = [human_pairs(animator, Path(v), landmarker, renderable, cache, max_video_frames, workers) for v in videos]
+    splits = {(route, split): [s for s in sequences if (s.group in (held_out if route == "live2d" else held_out_videos)) == (split == "val")]
+              for route, sequences in routes.items() for split in ("train", "val")}
+    parts = [windows(s, window) for route in routes for s in splits[route, "train"]]
+    train_x, train_y, train_p = (torch.cat(column) for column in zip(*parts)) if parts else (torch.zeros(0),) * 3
     if len(train_x) < batch_size:
-        raise UserFacingError(f"only {len(train_x)} training frames with a detected face under {str(clips_root)!r}; render more clips")
+        raise UserFacingError(f"only {len(train_x)} training frames with a detected face; render more clips or give more videos")
     adapter = LandmarkAdapter(train_y.shape[1], hidden=hidden, temporal_window=window)
     adapter.mean.copy_(train_y.mean(0))
     adapter.std.copy_(train_y.std(0).clamp_min(1e-4))
+    maps = CycleMaps(adapter.standardise(train_y), train_p)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     adapter.train()
     for _ in track(range(steps), description="training the adapter"):
         index = torch.randint(len(train_x), (batch_size,))
-        predicted = adapter(train_x[index])[:, -1]
-        target = train_y[index]
-        loss = F.smooth_l1_loss((predicted - adapter.mean) / adapter.std, (target - adapter.mean) / adapter.std) + contrastive * info_nce(predicted, target)
+        z_hat, z = adapter.standardise(adapter(train_x[index])[:, -1]), adapter.standardise(train_y[index])
+        loss = F.smooth_l1_loss(z_hat, z) + contrastive * info_nce(z_hat, z) + cycle * maps.cycle_loss(z_hat)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
     adapter.eval()
-    report = {"detection_rate": detected / max(1, total), "train_frames": float(len(train_x))}
-    for split, parts in (("train", data["train"]), ("val", data["val"])):
-        if parts:
-            x, y = (torch.cat(p) for p in zip(*parts))
-            if len(x):
-                with torch.no_grad():
-                    predicted = adapter(x)[:, -1]
-                report[f"{split}_r2"] = float(1 - ((predicted - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+    report = {f"{route}/{split}": evaluate(adapter, maps, sequences, window, route == "human") for (route, split), sequences in splits.items() if sequences}
+    report["data"] = {"train_pairs": float(len(train_x))} | {
+        f"{route}_face_rate": float(np.mean([(~s.features.isnan().any(1)).float().mean().item() for s in sequences])) for route, sequences in routes.items()}
     animator.adapter = adapter
     save_animator(animator, out)
     return report
 
 
+def print_report(report: dict[str, dict[str, float]]) -> None:
+    """One column per route and split, one row per measure."""
+    columns = [name for name in report if name != "data"]
+    table = Table(title="adapter: R² of the descriptor vectors (rel: each sequence's mean removed); correlation of the implied parameters "
+                        "with the geometric reading (r) and its ceiling (the targets' implied parameters); jitter ratio")
+    table.add_column("measure")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for measure in dict.fromkeys(k for c in columns for k in report[c]):
+        table.add_row(measure, *(f"{report[c][measure]:.2f}" if measure in report[c] else "" for c in columns))
+    Console(width=160).print(table)
+    print("  ".join(f"{k}={v:.3g}" for k, v in report["data"].items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--animator", type=Path, required=True, help="trained AnimatorModule checkpoint (its descriptor is the target space)")
-    parser.add_argument("--clips", type=Path, required=True, help="rendered Live2D clips (python -m lightning_app.render)")
     parser.add_argument("--landmarker", type=Path, required=True, help="MediaPipe face_landmarker.task")
     parser.add_argument("--out", type=Path, required=True, help="animator checkpoint with the adapter, for lightning_app.animate")
-    parser.add_argument("--held-out", nargs="*", default=[], help="characters kept for validation")
+    parser.add_argument("--clips", type=Path, help="route 1: rendered Live2D clips (python -m lightning_app.render)")
+    parser.add_argument("--held-out", nargs="*", default=[], help="characters kept for validation (and not rendered with human poses)")
+    parser.add_argument("--videos", type=Path, nargs="*", default=[], help="route 2: human face videos")
+    parser.add_argument("--held-out-videos", nargs="*", default=[], help="video stems kept for validation")
+    parser.add_argument("--models", type=Path, help="Live2D model folders the human poses are rendered on (route 2)")
+    parser.add_argument("--characters", nargs="+", help="only these model folders (route 2; default: all that are not held out)")
+    parser.add_argument("--cache", type=Path, default=Path("data/human_pairs"), help="route 2's faces and renders")
+    parser.add_argument("--max-video-frames", type=int, help="read at most this many frames of each video")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--window", type=int, default=1, help="frames per prediction (1: MLP; >1: temporal convolution)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--contrastive", type=float, default=0.1, help="weight of the InfoNCE term")
+    parser.add_argument("--cycle", type=float, default=0.1, help="weight of the descriptor → parameters → descriptor term")
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes (route 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        report = train_adapter(args.animator, args.clips, args.landmarker, args.out, args.held_out, args.steps, args.window,
-                               args.hidden, args.batch_size, args.lr, args.contrastive, seed=args.seed)
-    print("  ".join(f"{k}={v:.3f}" for k, v in report.items()))
+        report = train_adapter(args.animator, args.out, args.landmarker, clips=args.clips, held_out=args.held_out, videos=args.videos,
+                               held_out_videos=args.held_out_videos, models=args.models, characters=args.characters, cache=args.cache, max_video_frames=args.max_video_frames,
+                               steps=args.steps, window=args.window, hidden=args.hidden, batch_size=args.batch_size, lr=args.lr,
+                               contrastive=args.contrastive, cycle=args.cycle, workers=args.workers, seed=args.seed)
+    print_report(report)
     print(f"wrote {args.out}")
 
 

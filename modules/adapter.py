@@ -27,7 +27,8 @@ class LandmarkAdapter(nn.Module):
         dropout: dropout on the hidden layers while training.
 
     ``forward``: features ``B×T×F`` → descriptor vectors ``B×T×D`` (output t sees frames ``t−window+1 … t``).
-    The output is standardised: ``mean``/``std`` buffers (set from the training targets) undo it.
+    The network's output is standardised: ``mean``/``std`` buffers (set from the training targets) undo it, and
+    :meth:`standardise` applies it to descriptor vectors.
     """
 
     def __init__(self, output_dim: int, input_dim: int = FEATURE_DIM, hidden: int = 256, temporal_window: int = 1, dropout: float = 0.1) -> None:
@@ -44,3 +45,7 @@ class LandmarkAdapter(nn.Module):
         x = F.pad(features.transpose(1, 2), (self.temporal_window - 1, 0), mode="replicate")  # causal: repeat the first frame
         hidden = self.input(x).transpose(1, 2)
         return self.body(hidden) * self.std + self.mean
+
+    def standardise(self, vectors: Tensor) -> Tensor:
+        """Descriptor vectors ``…×D`` in the units the network predicts (zero mean, unit spread per entry)."""
+        return (vectors - self.mean) / self.std

@@ -1,19 +1,23 @@
-"""Driving an anime portrait: MediaPipe face features, the adapter trained on Live2D renders, and the animate
-command end to end on a shared human driving video (skipped where the shared material is absent)."""
+"""Driving an anime portrait: MediaPipe face features, the adapter trained on Live2D renders and on human poses
+rendered on Live2D characters, and the animate command end to end on a shared human driving video (skipped where
+the shared material is absent)."""
 
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_cli, tiny_args
-from datamodules.face_landmarks import FaceTracker, face_measures, geometric_parameters, landmark_features, normalised_landmarks, FEATURE_DIM, LEFT_EYE, RIGHT_EYE
+from datamodules.face_landmarks import (FEATURE_DIM, LEFT_EYE, RIGHT_EYE, FaceTracker, face_measures, geometric_parameters, landmark_features,
+                                        neutral_measures, normalised_landmarks, parameters_from_measures)
 from datamodules.parameters import PARAMETER_INDEX, default_parameters, parameters_from_mapping
 from lightning_app.animate import animate
 from lightning_app.animate import main as animate_main
 from lightning_app.render import render_dataset
-from lightning_app.train_adapter import train_adapter
+from lightning_app.train_adapter import CycleMaps, train_adapter
+from lightning_app.train_adapter import main as train_adapter_main
 from test_live2d import MODELS, SHARED, model, needs_models
 
 LANDMARKER = SHARED / "mediapipe" / "face_landmarker.task"
@@ -86,11 +90,24 @@ def test_geometric_parameters_follow_the_rig_on_live2d_renders():
 
 @needs_mediapipe
 @needs_models
-def test_adapter_trains_on_live2d_renders_and_drives_from_a_human_video(animator, clips, tmp_path):
-    with_adapter = tmp_path / "with_adapter.ckpt"
-    report = train_adapter(animator, clips, LANDMARKER, with_adapter, held_out=["Haru"], steps=60, batch_size=16)
-    assert report["detection_rate"] > 0.8 and report["train_r2"] > 0.0
+def test_adapter_trains_on_both_routes_and_drives_from_a_human_video(animator, clips, tmp_path):
+    with_adapter, cache = tmp_path / "with_adapter.ckpt", tmp_path / "human_pairs"
+    settings = dict(clips=clips, held_out=["Haru"], videos=[HUMAN_VIDEO], models=MODELS, characters=["Hiyori"], cache=cache,
+                    max_video_frames=16, steps=300, batch_size=16)
+    report = train_adapter(animator, with_adapter, LANDMARKER, **settings)
+    assert report["data"]["live2d_face_rate"] > 0.8 and report["data"]["human_face_rate"] > 0.8
+    assert report["live2d/train"]["r2"] > 0.0 and report["live2d/val"]["frames"] > 0, "Haru's clip is validation only"
+    assert report["human/train"]["frames"] >= 12 and -1 <= report["human/train"]["r_AngleX"] <= 1
     assert (clips / "Hiyori" / "random_000" / "mediapipe_features.npy").is_file(), "features are cached beside the clip"
+    render = cache / HUMAN_VIDEO.stem / "Hiyori" / "human"
+    params = np.load(render / "params.npy")
+    assert params.shape[0] >= 12 and params.std(0)[PARAMETER_INDEX["ParamAngleX"]] > 0, "the human's head motion is rendered"
+    assert not (cache / HUMAN_VIDEO.stem / "Haru").exists(), "held-out characters are not rendered with human poses"
+    written = (render / "clip.json").stat().st_mtime_ns
+    untrained = train_adapter(animator, tmp_path / "again.ckpt", LANDMARKER, **settings | {"steps": 1})
+    assert (render / "clip.json").stat().st_mtime_ns == written, "a second run reuses the cached render"
+    assert untrained["live2d/train"]["r2"] < report["live2d/train"]["r2"], "training fits the training pairs"
+
     portrait = tmp_path / "portrait.png"
     cv2.imwrite(str(portrait), np.full((80, 64, 3), 200, np.uint8))
     out = tmp_path / "animated.mp4"
@@ -98,6 +115,40 @@ def test_adapter_trains_on_live2d_renders_and_drives_from_a_human_video(animator
     assert result["frames"] == 12 and result["faces"] >= 10 and result["fps"] > 0
     video = cv2.VideoCapture(str(out))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 3 * 64
+
+
+def test_adapter_needs_pairs_and_models(animator, tmp_path, capsys):
+    def fails(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            train_adapter_main(["--animator", str(animator), "--landmarker", str(LANDMARKER), "--out", str(tmp_path / "a.ckpt"), *args])
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
+
+    assert "give training pairs" in fails()
+    assert "--videos needs --models" in fails("--videos", str(HUMAN_VIDEO))
+
+
+def test_cycle_maps_keep_descriptors_that_a_pose_explains():
+    generator = torch.Generator().manual_seed(0)
+    poses = torch.rand(400, 5, generator=generator)
+    mixing = torch.randn(5, 12, generator=generator)
+    descriptors = poses @ mixing + 0.01 * torch.randn(400, 12, generator=generator)
+    maps = CycleMaps(descriptors, poses)
+    assert torch.allclose(maps.parameters(descriptors), poses, atol=0.05), "descriptor → parameters recovers the poses"
+    assert maps.cycle_loss(descriptors) < 1e-3
+    off_manifold = descriptors + torch.randn(400, 12, generator=generator)
+    assert maps.cycle_loss(off_manifold) > 100 * maps.cycle_loss(descriptors)
+
+
+def test_human_parameters_are_relative_to_the_median_face():
+    rest = {"yaw": 5.0, "pitch": -3.0, "roll": 1.0, "eye_right": 0.3, "eye_left": 0.32, "iris_x": 0.0, "iris_y": 0.0,
+            "mouth_open": 0.02, "mouth_width": 0.9, "brow_right": 0.4, "brow_left": 0.41}
+    turned = rest | {"yaw": 25.0, "mouth_open": 0.3}
+    neutral = neutral_measures([rest, turned, rest])
+    assert neutral == rest, "the median ignores the moments the person moves"
+    assert np.allclose(parameters_from_measures(rest, neutral), default_parameters())
+    moved = parameters_from_measures(turned, neutral)
+    assert moved[PARAMETER_INDEX["ParamAngleX"]] == 20.0 and moved[PARAMETER_INDEX["ParamMouthOpenY"]] > 0.5
 
 
 @needs_models

@@ -39,7 +39,8 @@ class ClipInfo:
     """Description of one clip (the content of ``clip.json``, plus where it lies).
 
     ``source`` is ``random`` or ``replay`` (a trajectory from ``seed``) or ``motion`` (the model's authored motion
-    ``motion`` = ``"Group:index"``; ``frames`` is then the motion's length) or ``video`` (imported footage).
+    ``motion`` = ``"Group:index"``; ``frames`` is then the motion's length) or ``video`` (imported footage) or
+    ``human`` (the parameters read from a human video's faces, :mod:`lightning_app.adapter_pairs`).
     ``ground_truth`` lists the per-frame arrays beside frames and parameters (from :data:`GROUND_TRUTH`).
     """
 

@@ -67,16 +67,20 @@ def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = 
     return _stack([character.render(pose) for pose in np.asarray(poses, np.float32)], character)
 
 
-def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool, region_overrides: dict[str, str] | None = None) -> str:
-    """Render the clip described by ``info`` (a trajectory, or an authored motion of at most ``info.frames``
-    frames) with its ground truth and write it atomically; runs in the worker."""
+def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool, region_overrides: dict[str, str] | None = None,
+                params: np.ndarray | None = None) -> str:
+    """Render the clip described by ``info`` with its ground truth and write it atomically; runs in the worker.
+
+    The poses are ``params`` (``T×P`` raw standard parameters) when given, else the authored motion (at most
+    ``info.frames`` frames) or the random trajectory of ``info.seed``.
+    """
     if info.source == "motion":
         character = _character(model_json, info.size, physics=True, motions=True, region_overrides=region_overrides)  # loaded as published
         group, index = info.motion.rsplit(":", 1)
         frames, params = character.render_motion(group, int(index), info.fps, info.frames)
         rendered = _stack(frames, character)
     else:
-        params = random_trajectory(info.seed, info.frames, info.fps)
+        params = random_trajectory(info.seed, info.frames, info.fps) if params is None else np.asarray(params, np.float32)
         rendered = render_poses(model_json, params, info.size, physics, region_overrides)
     info = replace(info, frames=len(params), missing=tuple(rendered.missing), ground_truth=GROUND_TRUTH)
     write_clip(root, info, {"frames": rendered.frames, "params": params, "regions": rendered.regions, "keypoints": rendered.keypoints})
