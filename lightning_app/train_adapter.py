@@ -130,7 +130,7 @@ def evaluate(adapter: LandmarkAdapter, maps: CycleMaps, sequences: list[PairSequ
 def train_adapter(animator_path: Path, out: Path, landmarker: Path, *, clips: Path | None = None, held_out: Sequence[str] = (),
                   videos: Sequence[Path] = (), held_out_videos: Sequence[str] = (), models: Path | None = None,
                   characters: Sequence[str] | None = None, cache: Path = Path("data/human_pairs"),
-                  max_video_frames: int | None = None, steps: int = 1500, window: int = 1, hidden: int = 256, batch_size: int = 64,
+                  max_video_frames: int | None = None, steps: int = 1500, window: int = 4, hidden: int = 256, batch_size: int = 64,
                   lr: float = 1e-3, contrastive: float = 0.1, cycle: float = 0.1, detect_size: int = 256, workers: int = 2,
                   seed: int = 0) -> dict[str, dict[str, float]]:
     """Train and save the adapter; returns ``{"<route>/<split>": {metric: value}}`` (see :func:`evaluate`) plus
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("data/human_pairs"), help="route 2's faces and renders")
     parser.add_argument("--max-video-frames", type=int, help="read at most this many frames of each video")
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--window", type=int, default=1, help="frames per prediction (1: MLP; >1: temporal convolution)")
+    parser.add_argument("--window", type=int, default=4, help="frames per prediction (1: MLP; >1: causal temporal convolution)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
