@@ -162,8 +162,7 @@ def train_adapter(animator_path: Path, out: Path, landmarker: Path, *, clips: Pa
     if len(train_x) < batch_size:
         raise UserFacingError(f"only {len(train_x)} training frames with a detected face; render more clips or give more videos")
     adapter = LandmarkAdapter(train_y.shape[1], hidden=hidden, temporal_window=window)
-    adapter.mean.copy_(train_y.mean(0))
-    adapter.std.copy_(train_y.std(0).clamp_min(1e-4))
+    adapter.set_statistics(train_x, train_y)
     maps = CycleMaps(adapter.standardise(train_y), train_p)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

@@ -27,8 +27,9 @@ class LandmarkAdapter(nn.Module):
         dropout: dropout on the hidden layers while training.
 
     ``forward``: features ``B×T×F`` → descriptor vectors ``B×T×D`` (output t sees frames ``t−window+1 … t``).
-    The network's output is standardised: ``mean``/``std`` buffers (set from the training targets) undo it, and
-    :meth:`standardise` applies it to descriptor vectors.
+    Inputs and outputs are standardised per entry with statistics of the training pairs (:meth:`set_statistics`):
+    the input so that small-range signals (head roll, a blink's few landmark offsets) weigh as much as large ones,
+    the output so every descriptor entry is learnt alike (``mean``/``std`` undo it; :meth:`standardise` applies it).
     """
 
     def __init__(self, output_dim: int, input_dim: int = FEATURE_DIM, hidden: int = 256, temporal_window: int = 1, dropout: float = 0.1) -> None:
@@ -38,10 +39,22 @@ class LandmarkAdapter(nn.Module):
         self.temporal_window = temporal_window
         self.input = nn.Conv1d(input_dim, hidden, temporal_window)
         self.body = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, output_dim))
+        self.register_buffer("input_mean", torch.zeros(input_dim))
+        self.register_buffer("input_std", torch.ones(input_dim))
         self.register_buffer("mean", torch.zeros(output_dim))
         self.register_buffer("std", torch.ones(output_dim))
 
+    @torch.no_grad()
+    def set_statistics(self, features: Tensor, targets: Tensor) -> None:
+        """Standardisation from training pairs: features ``N×…×F``, descriptor vectors ``N×D``."""
+        flat = features.reshape(-1, features.shape[-1])
+        self.input_mean.copy_(flat.mean(0))
+        self.input_std.copy_(flat.std(0).clamp_min(1e-3))
+        self.mean.copy_(targets.mean(0))
+        self.std.copy_(targets.std(0).clamp_min(1e-4))
+
     def forward(self, features: Tensor) -> Tensor:
+        features = (features - self.input_mean) / self.input_std
         x = F.pad(features.transpose(1, 2), (self.temporal_window - 1, 0), mode="replicate")  # causal: repeat the first frame
         hidden = self.input(x).transpose(1, 2)
         return self.body(hidden) * self.std + self.mean
