@@ -140,6 +140,22 @@ def test_cycle_maps_keep_descriptors_that_a_pose_explains():
     assert maps.cycle_loss(off_manifold) > 100 * maps.cycle_loss(descriptors)
 
 
+def test_adapter_standardises_inputs_and_outputs():
+    from modules.adapter import LandmarkAdapter
+
+    torch.manual_seed(0)
+    features, targets = torch.randn(50, 4, 6), 3.0 + 0.5 * torch.randn(50, 5)
+    adapter = LandmarkAdapter(5, input_dim=6, hidden=8, temporal_window=4).eval()
+    adapter.set_statistics(features, targets)
+    scaled = features * torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 100.0]) + 7.0  # one signal in other units
+    rescaled = LandmarkAdapter(5, input_dim=6, hidden=8, temporal_window=4).eval()
+    rescaled.load_state_dict(adapter.state_dict())
+    rescaled.set_statistics(scaled, targets)
+    assert torch.allclose(adapter(features), rescaled(scaled), atol=1e-5), "the units of an input do not matter"
+    assert torch.allclose(adapter.standardise(targets).mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(adapter.standardise(targets).std(0), torch.ones(5), atol=1e-5)
+
+
 def test_human_parameters_are_relative_to_the_median_face():
     rest = {"yaw": 5.0, "pitch": -3.0, "roll": 1.0, "eye_right": 0.3, "eye_left": 0.32, "iris_x": 0.0, "iris_y": 0.0,
             "mouth_open": 0.02, "mouth_width": 0.9, "brow_right": 0.4, "brow_left": 0.41}
