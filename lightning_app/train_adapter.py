@@ -46,11 +46,10 @@ from lightning_app.adapter_pairs import PairSequence, human_pairs, live2d_pairs
 from lightning_app.checkpoints import load_animator, save_animator
 from lightning_app.render import find_models
 from modules.adapter import LandmarkAdapter
+from modules.adapter_losses import CycleMaps, info_nce
 from modules.errors import UserFacingError, exit_on_user_error
-from modules.probes import ridge_fit
 
 COMPARED = ("ParamAngleX", "ParamAngleY", "ParamAngleZ", "ParamEyeLOpen", "ParamEyeROpen", "ParamMouthOpenY")
-CYCLE_RIDGE = 1.0
 
 
 def windows(sequence: PairSequence, window: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,32 +63,6 @@ def windows(sequence: PairSequence, window: int) -> tuple[Tensor, Tensor, Tensor
     inputs = torch.stack([sequence.features[t - window + 1 : t + 1] for t in ends])
     parameters = torch.from_numpy(normalize_parameters(sequence.parameters[ends].numpy()))
     return inputs, sequence.targets[ends], parameters
-
-
-def info_nce(predicted: Tensor, target: Tensor, temperature: float = 0.1) -> Tensor:
-    """Each prediction (``N×D``) against every target in the batch; its own target is the positive."""
-    logits = F.normalize(predicted, dim=1) @ F.normalize(target, dim=1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(logits)))
-
-
-class CycleMaps:
-    """Linear maps between standardised descriptor vectors ``z`` (``N×D``) and normalised parameters ``p``
-    (``N×P``), fitted by ridge regression: ``parameters(z)`` and ``descriptor(p)``."""
-
-    def __init__(self, z: Tensor, p: Tensor) -> None:
-        self.to_p = ridge_fit(z.double(), p.double(), CYCLE_RIDGE)
-        self.to_z = ridge_fit(p.double(), z.double(), CYCLE_RIDGE)
-
-    def parameters(self, z: Tensor) -> Tensor:
-        weights, bias = self.to_p
-        return z @ weights.to(z.dtype) + bias.to(z.dtype)
-
-    def descriptor(self, p: Tensor) -> Tensor:
-        weights, bias = self.to_z
-        return p @ weights.to(p.dtype) + bias.to(p.dtype)
-
-    def cycle_loss(self, z: Tensor) -> Tensor:
-        return F.mse_loss(self.descriptor(self.parameters(z)), z)
 
 
 def _r2(z_hat: Tensor, z: Tensor, std: Tensor) -> float:

@@ -16,8 +16,9 @@ from datamodules.parameters import PARAMETER_INDEX, default_parameters, paramete
 from lightning_app.animate import animate
 from lightning_app.animate import main as animate_main
 from lightning_app.render import render_dataset
-from lightning_app.train_adapter import CycleMaps, train_adapter
+from lightning_app.train_adapter import train_adapter
 from lightning_app.train_adapter import main as train_adapter_main
+from modules.adapter_losses import CycleMaps
 from test_live2d import MODELS, SHARED, model, needs_models
 
 LANDMARKER = SHARED / "mediapipe" / "face_landmarker.task"
