@@ -41,6 +41,14 @@ def test_resume_from_last_continues_steps_and_schedule_exactly(runs):
     assert "clipped_steps" in states["GradientNormClipping"] and "peak_bytes" in states["MemoryMonitor"]
 
 
+def test_last_checkpoint_is_the_newest_even_when_validation_stops_improving(tmp_path):
+    frozen = run_cli(tiny_args(tmp_path, steps=4, extra=["--model.optimizer.init_args.lr=0", "--trainer.val_check_interval=2"]))
+    checkpoints = Path(frozen.trainer.log_dir) / "checkpoints"
+    best = [p.name for p in checkpoints.glob("best-*.ckpt")]
+    assert best == ["best-step000002-l1" + best[0].split("-l1")[1]], f"with lr 0 the step-2 validation stays the best: {best}"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False, map_location="cpu")["global_step"] == 4
+
+
 @pytest.mark.skipif(os.cpu_count() is not None and os.cpu_count() < 2, reason="needs 2 CPU cores for 2 processes")
 def test_single_process_checkpoint_resumes_on_two_process_ddp(runs, tmp_path):
     root, straight_dir, stopped_dir = runs
