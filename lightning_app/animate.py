@@ -8,8 +8,9 @@ The driving motion comes from
 * an **anime** video or folder of frames: the animator's own descriptor reads it directly.
 
 ``--driver auto`` picks human when the checkpoint has an adapter. Motion is transferred **relative** to the
-driving's first frame (default: the change since then is applied to the portrait; a resting face keeps the
-portrait's pose) or **absolute** (``--absolute``). Writes an mp4 (atomically), optionally side by side
+driving's neutral pose (default: the change since then is applied to the portrait, so a resting face keeps the
+portrait's pose; for a human the median over the first ``--neutral-frames`` faces, for anime frames the first
+frame) or **absolute** (``--absolute``). Writes an mp4 (atomically), optionally side by side
 (driving | portrait | result), shows progress and reports frames/s. A webcam run stops after ``--max-frames``
 or on ``q`` in the preview window (``--show``).
 """
@@ -60,14 +61,26 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 class HumanMotion:
-    """Human frames → the descriptor's motion through MediaPipe and the adapter; faceless frames hold the last."""
+    """Human frames → the descriptor's motion through MediaPipe and the adapter; faceless frames hold the last.
 
-    def __init__(self, animator: AnimatorModule, landmarker: Path, fps: float) -> None:
+    Args:
+        animator: an animator with an adapter.
+        landmarker: MediaPipe's ``face_landmarker.task``.
+        fps: the frame rate (VIDEO-mode timestamps).
+        neutral_frames: the neutral reference (:meth:`reference`) is the median adapter output over the first this
+            many frames with a face, so a blink or a glance in one frame does not become the rest pose.
+    """
+
+    def __init__(self, animator: AnimatorModule, landmarker: Path, fps: float, neutral_frames: int = 15) -> None:
         if animator.adapter is None:
             raise UserFacingError("this checkpoint has no adapter, so a human cannot drive it; train one with python -m lightning_app.train_adapter")
+        if neutral_frames < 1:
+            raise UserFacingError(f"--neutral-frames must be at least 1, got {neutral_frames}")
         self.animator, self.adapter = animator, animator.adapter
         self.tracker = FaceTracker(landmarker, video=True, fps=fps)
         self.window: deque[np.ndarray] = deque(maxlen=getattr(self.adapter, "temporal_window", 1))
+        self.neutral_frames = neutral_frames
+        self.calibration: list[torch.Tensor] = []
         self.faces = 0
         self.last_face: FaceObservation | None = None
 
@@ -80,8 +93,14 @@ class HumanMotion:
             self.window.append(landmark_features(face))
         if not self.window:
             return None
-        features = torch.from_numpy(np.stack(list(self.window)))[None]
-        return self.animator.descriptor.motion_from_vector(self.adapter(features)[:, -1])
+        vector = self.adapter(torch.from_numpy(np.stack(list(self.window)))[None])[:, -1]
+        if face is not None and len(self.calibration) < self.neutral_frames:
+            self.calibration.append(vector)
+        return self.animator.descriptor.motion_from_vector(vector)
+
+    def reference(self) -> Motion:
+        """The neutral pose: the median adapter output over the calibration frames seen so far."""
+        return self.animator.descriptor.motion_from_vector(torch.cat(self.calibration).median(0).values[None])
 
 
 class Animation:
@@ -91,7 +110,8 @@ class Animation:
         animator: the trained animator.
         portrait: ``1×3×S×S`` in ``[0, 1]``.
         human: a :class:`HumanMotion` (human driving), or ``None`` (the descriptor reads the driving frames).
-        relative: transfer the change since the first driving frame with motion (else the absolute motion).
+        relative: transfer the change since the driving's neutral pose (a human's :meth:`HumanMotion.reference`,
+            else the first driving frame) instead of the absolute motion.
     """
 
     def __init__(self, animator: AnimatorModule, portrait: torch.Tensor, human: HumanMotion | None, relative: bool) -> None:
@@ -108,13 +128,15 @@ class Animation:
         if motion is None:
             return None
         self.first = self.first or motion
-        driving = self.portrait_motion.relative(motion, self.first) if self.relative else motion
+        reference = self.human.reference() if self.human else self.first
+        driving = self.portrait_motion.relative(motion, reference) if self.relative else motion
         result = self.animator.backbone(self.portrait, self.portrait_motion, driving).clamp(0, 1)
         return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: str = "auto", relative: bool = True, size: int | None = None,
-            side_by_side: bool = False, landmarker: Path | None = None, max_frames: int | None = None, show: bool = False) -> dict[str, float]:
+            side_by_side: bool = False, landmarker: Path | None = None, max_frames: int | None = None, show: bool = False,
+            neutral_frames: int = 15) -> dict[str, float]:
     """Write the animation; returns ``frames``, ``fps`` (animation frames per second of wall time) and ``faces``."""
     animator = load_animator(checkpoint).eval()
     size = size or animator.image_size
@@ -124,7 +146,7 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
         raise UserFacingError("human driving needs --landmarker face_landmarker.task (MediaPipe's Face Landmarker bundle)")
     stream = open_frames(driving, max_frames)
     frames, fps, count = stream.frames, stream.fps, stream.count
-    human_motion = HumanMotion(animator, landmarker, fps) if human else None  # type: ignore[arg-type]
+    human_motion = HumanMotion(animator, landmarker, fps, neutral_frames) if human else None  # type: ignore[arg-type]
     animation = Animation(animator, source, human_motion, relative)
     written, start = 0, time.perf_counter()
     width = size * (3 if side_by_side else 1)
@@ -173,10 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--landmarker", type=Path, help="MediaPipe face_landmarker.task (human driving)")
     parser.add_argument("--max-frames", type=int)
     parser.add_argument("--show", action="store_true", help="preview window (q quits)")
+    parser.add_argument("--neutral-frames", type=int, default=15, help="human driving: the rest pose is the median over the first N frames with a face")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         report = animate(args.checkpoint, args.portrait, args.driving, args.out, args.driver, not args.absolute, args.size,
-                         args.side_by_side, args.landmarker, args.max_frames, args.show)
+                         args.side_by_side, args.landmarker, args.max_frames, args.show, args.neutral_frames)
     print(f"wrote {args.out}: {report['frames']:.0f} frames at {report['fps']:.1f} frames/s"
           + (f", face found in {report['faces']:.0f}" if args.driver != "anime" else ""))
 

@@ -168,6 +168,24 @@ def test_human_parameters_are_relative_to_the_median_face():
     assert moved[PARAMETER_INDEX["ParamAngleX"]] == 20.0 and moved[PARAMETER_INDEX["ParamMouthOpenY"]] > 0.5
 
 
+@needs_mediapipe
+def test_human_neutral_pose_is_the_median_of_the_first_faces(animator):
+    from lightning_app.animate import HumanMotion
+    from lightning_app.checkpoints import load_animator
+    from modules.adapter import LandmarkAdapter
+
+    module = load_animator(animator)
+    module.adapter = LandmarkAdapter(module.descriptor.spec.vector_dim).eval()
+    human = HumanMotion(module, LANDMARKER, fps=25.0, neutral_frames=3)
+    frames = human_frames(6)
+    outputs = [human(frame).vector for frame in frames]
+    human.tracker.close()
+    assert human.faces == 6, "d0's first frames all show the face"
+    expected = torch.cat(outputs[:3]).median(0).values
+    assert torch.allclose(human.reference().vector[0], expected), "later frames do not move the rest pose"
+    assert not torch.allclose(expected, outputs[0][0]), "the rest pose is not simply the first frame's"
+
+
 @needs_models
 def test_anime_frames_drive_the_animator_directly(animator, clips, tmp_path):
     frames = np.load(next(clips.glob("Hiyori/*/frames.npy")), mmap_mode="r")
