@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from rich.progress import track
 
 from datamodules.face_landmarks import FEATURE_DIM, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
-from datamodules.live2d.character import composite
-from datamodules.live2d.clips import ClipError, ClipInfo, open_arrays, read_clip
+from datamodules.live2d.clips import ClipError, ClipInfo, composite, open_arrays, read_clip
 from datamodules.live2d.render_process import render_clip
 from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.files import atomic_write_bytes

@@ -73,7 +73,7 @@ def test_face_features_of_a_human_video():
 @needs_models
 def test_geometric_parameters_follow_the_rig_on_live2d_renders():
     from datamodules.live2d.render_process import render_in_subprocess
-    from datamodules.live2d.character import composite
+    from datamodules.live2d.clips import composite
 
     poses = np.stack([default_parameters(), parameters_from_mapping({"ParamAngleX": 25.0}), parameters_from_mapping({"ParamAngleX": -25.0}),
                       parameters_from_mapping({"ParamEyeLOpen": 0.0, "ParamEyeROpen": 0.0})])
@@ -198,6 +198,19 @@ def test_anime_frames_drive_the_animator_directly(animator, clips, tmp_path):
     result = animate(animator, tmp_path / "portrait.png", str(folder), out)
     assert result["frames"] == 6
     assert int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+
+
+def test_commands_do_not_load_live2d_in_the_parent_process():
+    """Live2D (and its GL context) belongs in spawned rendering workers only."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys, lightning_app.train_adapter, lightning_app.animate; print('live2d' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
 
 
 def test_bad_inputs_are_named(animator, tmp_path, capsys):

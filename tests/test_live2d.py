@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datamodules.live2d.character import Live2DModelError, check_model_files, composite
+from datamodules.live2d.character import Live2DModelError, check_model_files
+from datamodules.live2d.clips import composite
 from datamodules.live2d.moc import Drawable
 from datamodules.live2d.regions import check_overrides, drawable_kind
 from datamodules.puppet import KEYPOINT_NAMES, REGIONS

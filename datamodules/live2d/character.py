@@ -316,9 +316,3 @@ def _without_motions(setting: dict, physics: bool) -> dict:
     refs = {k: v for k, v in setting["FileReferences"].items() if k not in ("Motions", "Expressions") and (physics or k != "Physics")}
     return {**setting, "FileReferences": refs}
 
-
-def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """Premultiplied ``H×W×4`` uint8 RGBA over a solid ``background`` colour → ``H×W×3`` uint8 RGB."""
-    alpha = rgba[..., 3:].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) + (1.0 - alpha) * np.asarray(background, np.float32)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)

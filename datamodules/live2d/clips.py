@@ -154,3 +154,10 @@ def index_clips(root: str | Path) -> tuple[list[ClipInfo], list[str]]:
         except ClipError as exc:
             bad.append(str(exc))
     return clips, bad
+
+
+def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """Premultiplied ``H×W×4`` uint8 RGBA over a solid ``background`` colour → ``H×W×3`` uint8 RGB."""
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) + (1.0 - alpha) * np.asarray(background, np.float32)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
