@@ -2,7 +2,7 @@
 
 Colour jitter, a small affine and a horizontal flip are drawn per pair and applied alike to ``source``,
 ``driving`` and ``target`` (so the character keeps its colours and the motion between the frames is unchanged),
-to the region map (nearest-neighbour) and to the keypoints. A flip mirrors the character, so the ground truth
+to the region maps (nearest-neighbour) and to the keypoints. A flip mirrors the character, so the ground truth
 is mirrored too: the standard parameters of flipped pairs swap left and right (``ParamEyeLOpen`` ↔
 ``ParamEyeROpen``, ``ParamBrowLY`` ↔ ``ParamBrowRY``) and negate the horizontal ones (``ParamAngleX``,
 ``ParamAngleZ``, ``ParamEyeBallX``); region labels and keypoint names swap left and right.
@@ -20,7 +20,8 @@ from datamodules.puppet import KEYPOINT_NAMES, REGIONS
 IMAGE_KEYS = ("source", "driving", "target")
 PARAM_KEYS = ("source_params", "driving_params")
 KEYPOINT_KEYS = ("source_keypoints", "driving_keypoints")
-REGION_KEY = "driving_regions"
+REGION_KEYS = ("source_regions", "driving_regions")
+MASK_KEY = "driving_param_mask"
 
 
 def _mirror_permutation(names: tuple[str, ...]) -> list[int]:
@@ -70,16 +71,18 @@ class PairAugmentation(nn.Module):
         names = [k for k in IMAGE_KEYS if k in batch] + [k for k in KEYPOINT_KEYS if k in batch]
         inputs = [batch[k] for k in names]
         keys = ["input" if k in IMAGE_KEYS else "keypoints" for k in names]
-        if REGION_KEY in batch:
-            names.append(REGION_KEY)
-            inputs.append(batch[REGION_KEY][:, None].float())
-            keys.append("mask")
+        for key in REGION_KEYS:
+            if key in batch:
+                names.append(key)
+                inputs.append(batch[key][:, None].float())
+                keys.append("mask")
         results = self.augment(*inputs, data_keys=keys)
         out.update(zip(names, results))
         flipped = self.augment._params[-1].data["batch_prob"].to(torch.bool).to(batch["source"].device)
-        if REGION_KEY in out:
-            regions = out[REGION_KEY][:, 0].round().long()
-            out[REGION_KEY] = torch.where(flipped[:, None, None], self._region_mirror[regions], regions)
+        for key in REGION_KEYS:
+            if key in out:
+                regions = out[key][:, 0].round().long()
+                out[key] = torch.where(flipped[:, None, None], self._region_mirror[regions], regions)
         for key in KEYPOINT_KEYS:
             if key in out:
                 out[key] = torch.where(flipped[:, None, None], out[key][:, self._keypoint_mirror], out[key])
@@ -90,4 +93,9 @@ class PairAugmentation(nn.Module):
                 for a, b in _SWAPPED:
                     mirrored[:, [a, b]] = mirrored[:, [b, a]]
                 out[key] = torch.where(flipped[:, None], mirrored, out[key])
+        if MASK_KEY in out:
+            mirrored = out[MASK_KEY].clone()
+            for a, b in _SWAPPED:
+                mirrored[:, [a, b]] = mirrored[:, [b, a]]
+            out[MASK_KEY] = torch.where(flipped[:, None], mirrored, out[MASK_KEY])
         return out

@@ -4,8 +4,10 @@ Clips come from ``python -m lightning_app.render`` (format: :mod:`datamodules.li
 split, not frames: ``held_out`` characters are used only for validation and test. Batches have the same keys as
 :class:`~datamodules.PuppetDataModule` (``source``, ``driving``, ``target``, ``source_params``,
 ``driving_params``, ``identity``, ``driving_identity``), images ``3×H×W`` float in ``[0, 1]`` composited over
-``background``; where every clip has rendered ground truth also ``driving_regions`` (``H×W`` int64) and
-``source_keypoints``/``driving_keypoints`` (``K×2`` pixels at ``image_size``).
+``background``, and ``driving_param_mask`` (``P`` bool: the driver's character has that standard parameter and
+its value is known; imported footage has none); where every clip has rendered ground truth also
+``source_regions``/``driving_regions`` (``H×W`` int64) and ``source_keypoints``/``driving_keypoints`` (``K×2``
+pixels at ``image_size``).
 
 Pairs:
     ``self`` — source and driving from one clip, at most ``max_gap`` frames apart; target = driving.
@@ -25,6 +27,7 @@ from torch.utils.data import Dataset
 from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, index_clips, open_arrays
 from datamodules.augmentation import PairAugmentation
 from datamodules.pair_datamodule import PairDataModule, PairMode
+from datamodules.parameters import PARAMETER_NAMES
 from datamodules.protocols import EvaluationClip, Protocol, Split
 from modules.errors import UserFacingError
 
@@ -44,12 +47,14 @@ class ClipFrames:
         self.background = np.asarray(background, np.float32)
         self.ground_truth = all(set(GROUND_TRUTH) <= set(c.ground_truth) for c in clips)
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
+        self._known = [torch.tensor([name not in c.missing for name in PARAMETER_NAMES]) for c in clips]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arrays": {}}  # memory maps are reopened where the reader is used
 
     def frame(self, clip: int, t: int) -> dict[str, torch.Tensor]:
-        """Frame ``t`` of clip ``clip``: ``image``, ``params`` and, with ground truth, ``regions`` and ``keypoints``."""
+        """Frame ``t`` of clip ``clip``: ``image``, ``params``, ``param_mask`` (which parameters the character has
+        and are known) and, with ground truth, ``regions`` and ``keypoints``."""
         if clip not in self._arrays:
             self._arrays[clip] = open_arrays(self.clips[clip])
         arrays = self._arrays[clip]
@@ -58,9 +63,11 @@ class ClipFrames:
         size = rgb.shape[0]
         if size != self.image_size:
             rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
+        params = torch.from_numpy(np.array(arrays["params"][t], dtype=np.float32))
         frame = {
             "image": torch.from_numpy(np.clip(rgb, 0, 255) / 255.0).permute(2, 0, 1).float(),
-            "params": torch.from_numpy(np.array(arrays["params"][t], dtype=np.float32)),
+            "params": params,
+            "param_mask": self._known[clip] & params.isfinite(),
         }
         if self.ground_truth:
             regions = np.array(arrays["regions"][t])
@@ -130,11 +137,12 @@ class Live2DClipPairs(Dataset):
             "target": driving["image"] if a == b else self.frames.frame(a, t_drv)["image"],
             "source_params": source["params"],
             "driving_params": driving["params"],
+            "driving_param_mask": driving["param_mask"],
             "identity": torch.tensor(self.identity[self.clips[a].character]),
             "driving_identity": torch.tensor(self.identity[self.clips[b].character]),
         }
         if self.ground_truth:
-            item.update(driving_regions=driving["regions"], source_keypoints=source["keypoints"], driving_keypoints=driving["keypoints"])
+            item.update(source_regions=source["regions"], driving_regions=driving["regions"], source_keypoints=source["keypoints"], driving_keypoints=driving["keypoints"])
         return item
 
 
@@ -206,6 +214,16 @@ class Live2DClipDataModule(PairDataModule):
         self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
         self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)
         self._split = {"train": set(train), "held_out": held}
+
+    def require_parameters(self) -> None:
+        train = [c for c in self.train_set.clips if c.character in self._split["train"]]
+        if all(c.source == "video" for c in train):
+            names = ", ".join(f"{c.character}/{c.name}" for c in train[:8]) + (", ..." if len(train) > 8 else "")
+            raise UserFacingError(
+                f"this descriptor learns from ground-truth parameters, but every training clip under {self.hparams.root!r} is "
+                f"imported footage without them ({names}); render Live2D clips into the dataset too, or use a descriptor "
+                "that needs no parameters (configs/keypoints.yaml)"
+            )
 
     def evaluation_clips(self, split: Split) -> list[EvaluationClip]:
         pairs = self.test_set

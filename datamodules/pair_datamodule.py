@@ -39,6 +39,10 @@ class PairDataModule(L.LightningDataModule):
     test_clips: int = 4
     test_clip_frames: int = 30
 
+    def require_parameters(self) -> None:
+        """Stop with a message naming the clips when training pairs carry no known standard parameters (for
+        descriptors that learn from them); every subclass here but imported footage has them."""
+
     def evaluation_clips(self, split: Split) -> list[EvaluationClip]:
         """Every clip of the split's characters that the protocols may use."""
         raise NotImplementedError(f"{type(self).__name__} has no evaluation clips; leave test_protocols unset")

@@ -60,8 +60,8 @@ class ProtocolPairs(Dataset):
 
     Items: ``source``, ``driving``, ``driving_first``, ``target`` (images), ``source_params``,
     ``driving_params`` (the target's parameters: the driver's), ``identity``, ``driving_identity``,
-    ``sequence`` and ``frame`` (which clip pairing and which frame of it), and ``target_keypoints`` where the
-    reader gives keypoints.
+    ``sequence`` and ``frame`` (which clip pairing and which frame of it), and ``target_keypoints`` and
+    ``target_regions`` where the reader gives them.
     """
 
     def __init__(self, portraits: list[EvaluationClip], drivers: list[EvaluationClip], read: FrameReader, protocol: Protocol, frames: int) -> None:
@@ -94,4 +94,6 @@ class ProtocolPairs(Dataset):
         }
         if "keypoints" in target:
             item["target_keypoints"] = target["keypoints"]
+        if "regions" in target:
+            item["target_regions"] = target["regions"]
         return item

@@ -25,6 +25,10 @@ from datamodules.parameters import PARAMETER_INDEX, PARAMETER_NAMES, default_par
 REGIONS: tuple[str, ...] = (
     "background", "face", "left_eye", "right_eye", "left_brow", "right_brow", "mouth", "hair", "body",
 )
+HEAD_REGIONS: tuple[str, ...] = ("face", "left_eye", "right_eye", "left_brow", "right_brow", "mouth", "hair")
+"""The regions that move with the head (the rest — background, body — stays when only the head turns)."""
+EXPRESSION_REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_brow", "right_brow", "mouth")
+"""The few regions that carry expression (blinks, brows, talking)."""
 KEYPOINT_NAMES: tuple[str, ...] = (
     "left_eye", "right_eye", "left_iris", "right_iris", "left_brow", "right_brow",
     "mouth_left", "mouth_right", "mouth_top", "mouth_bottom", "nose", "chin",

@@ -6,7 +6,8 @@ any worker renders the same sample. Training and held-out identities are disjoin
 Batch keys (``B`` pairs, images ``B×3×H×W`` float in ``[0, 1]``):
     ``source``, ``driving``, ``target`` (what the animator should output: the driving frame in ``self``
     mode; the source character in the driving pose in ``cross`` mode), ``source_params``/``driving_params``
-    (``B×P`` raw standard parameters), ``identity``/``driving_identity`` (``B`` int64), ``driving_regions``
+    (``B×P`` raw standard parameters), ``driving_param_mask`` (``B×P`` bool, all true: a puppet has every
+    parameter), ``identity``/``driving_identity`` (``B`` int64), ``source_regions``/``driving_regions``
     (``B×H×W`` int64 region index, see :data:`datamodules.puppet.REGIONS`) and
     ``source_keypoints``/``driving_keypoints`` (``B×K×2`` pixels, see :data:`datamodules.puppet.KEYPOINT_NAMES`).
 """
@@ -102,8 +103,10 @@ class PuppetPairs(Dataset):
             "target": target_image,
             "source_params": torch.from_numpy(source_params),
             "driving_params": torch.from_numpy(driving_params),
+            "driving_param_mask": torch.ones(len(driving_params), dtype=torch.bool),
             "identity": torch.tensor(source_id, dtype=torch.int64),
             "driving_identity": torch.tensor(driving_id, dtype=torch.int64),
+            "source_regions": torch.from_numpy(source.regions).long(),
             "driving_regions": torch.from_numpy(driving.regions).long(),
             "source_keypoints": torch.from_numpy(source.keypoints),
             "driving_keypoints": torch.from_numpy(driving.keypoints),

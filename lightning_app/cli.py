@@ -18,6 +18,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from datamodules.pair_datamodule import PairDataModule
 from lightning_app.checkpoints import find_last_checkpoint, verify_checkpoint
 from modules.animator_module import AnimatorModule
 from modules.errors import CheckpointError, exit_on_user_error
@@ -80,6 +81,12 @@ class AnimatorCLI(ProjectCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         super().__init__(AnimatorModule, DEFAULT_CONFIGS, args=args, run=run, **kwargs)
+
+    def before_fit(self) -> None:
+        """Refuse data that lacks what the descriptor learns from, then resolve ``--ckpt_path last``."""
+        if self.model.descriptor.needs_parameters and isinstance(self.datamodule, PairDataModule):
+            self.datamodule.require_parameters()
+        self._resolve_last_checkpoint()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.init_args.image_size", "model.image_size")

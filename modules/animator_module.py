@@ -6,12 +6,14 @@ Training step, for a batch of (portrait ``source``, ``driving`` frame) pairs of 
     prediction             = backbone(source, motion_src, motion_drv)      # should equal driving
     identity               = backbone(source, motion_src, motion_src)      # should equal source
 
-and the weighted loss terms of :class:`~modules.losses.LossWeights`. Validation and test score the clamped
+and the weighted loss terms of :class:`~modules.losses.LossWeights`, plus the descriptor's and the backbone's own
+(``descriptor/…``, ``backbone/…``, already weighted by their settings). Validation and test score the clamped
 prediction against ``batch["target"]`` (the driving frame in self-reenactment, the ground-truth frame in
 cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation protocols
 (:mod:`datamodules.protocols`) test logs ``test/<protocol>/<split>/<metric>``, where cross-identity pairs are
 animated twice: ``cross_absolute`` (the driver's motion as is) and ``cross_relative`` (the driver's change since
-its first frame applied to the portrait); test steps return the predictions for evaluation callbacks.
+its first frame applied to the portrait, its keypoint movement scaled to the portrait's face size with
+``adapt_movement_scale``); test steps return the predictions for evaluation callbacks.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from datamodules.puppet import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
-from modules.descriptors.base import Motion, MotionDescriptor
+from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
 from modules.errors import UserFacingError
 from modules.losses import (
     LossWeights,
     MotionLossKind,
     PerceptualLoss,
     descriptor_delta_loss,
+    region_l1,
+    region_mask,
     residual_tv_loss,
     rgb_residual_motion_loss,
 )
@@ -52,6 +57,9 @@ class AnimatorModule(LightningModule):
             source) or ``"rgb_residual"`` (blurred RGB residuals, the older form kept for comparison).
         rgb_blur_sigma: Gaussian sigma in pixels for ``"rgb_residual"``.
         perceptual_weights: VGG-16 weights file; needed when ``losses.perceptual > 0``.
+        adapt_movement_scale: in relative transfer, scale the driver's keypoint movement by the ratio of the
+            portrait's keypoint spread to the driver's (FOMM's ``adapt_movement_scale``), so a small-faced driver
+            does not under-move a large-faced portrait; no effect for descriptors without keypoints.
         optimizer: optimizer class with its settings (AdamW by default); the schedule lives in a callback.
     """
 
@@ -66,6 +74,7 @@ class AnimatorModule(LightningModule):
         motion_loss: MotionLossKind = "descriptor_delta",
         rgb_blur_sigma: float = 2.0,
         perceptual_weights: str | None = None,
+        adapt_movement_scale: bool = True,
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()
@@ -75,6 +84,7 @@ class AnimatorModule(LightningModule):
         self.adapter = adapter
         self.image_size, self.channels = image_size, channels
         self.losses, self.motion_loss, self.rgb_blur_sigma = losses, motion_loss, rgb_blur_sigma
+        self.adapt_movement_scale = adapt_movement_scale
         if losses.perceptual > 0 and perceptual_weights is None:
             raise UserFacingError(
                 f"losses.perceptual={losses.perceptual} needs VGG-16 weights: set model.perceptual_weights to a local "
@@ -107,8 +117,9 @@ class AnimatorModule(LightningModule):
         """Loss terms and the animated prediction for a batch of pairs.
 
         Returns:
-            The terms by name — those of :class:`~modules.losses.LossWeights` unweighted, the descriptor's own
-            (``descriptor/…``, e.g. equivariance) already weighted — and the prediction ``B×3×H×W``.
+            The terms by name — those of :class:`~modules.losses.LossWeights` unweighted, the descriptor's and the
+            backbone's own (``descriptor/…``, e.g. equivariance; ``backbone/…``, e.g. mask losses) already
+            weighted — and the prediction ``B×3×H×W``.
         """
         weights = self.losses
         source, driving = batch["source"], batch["driving"]
@@ -116,10 +127,12 @@ class AnimatorModule(LightningModule):
         motion = self.describe(torch.cat([source, driving]))
         m_src, m_drv = motion[:size], motion[size:]
         if weights.identity > 0:
-            out = self.backbone(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
-            prediction, identity = out[:size], out[size:]
+            generated = self.backbone.generate(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
+            prediction, identity = generated.prediction[:size], generated.prediction[size:]
+            generated = generated[:size]
         else:
-            prediction, identity = self.backbone(source, m_src, m_drv), None
+            generated = self.backbone.generate(source, m_src, m_drv)
+            prediction, identity = generated.prediction, None
         terms = {"reconstruction": F.l1_loss(prediction, driving)}
         if identity is not None:
             terms["identity"] = F.l1_loss(identity, source)
@@ -132,13 +145,18 @@ class AnimatorModule(LightningModule):
                 terms["motion"] = rgb_residual_motion_loss(prediction, driving, source, self.rgb_blur_sigma)
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(prediction, driving)
-        if self.descriptor.trainable and torch.is_grad_enabled():
-            terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, m_drv, batch).items()})
+        if weights.expression > 0 and "source_regions" in batch and "driving_regions" in batch:
+            expression = torch.maximum(region_mask(batch["source_regions"], EXPRESSION_REGIONS), region_mask(batch["driving_regions"], EXPRESSION_REGIONS))
+            terms["expression"] = region_l1(prediction, driving, expression)
+        if torch.is_grad_enabled():
+            terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, batch).items()})
+            if self.descriptor.trainable:
+                terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, m_drv, batch).items()})
         return terms, prediction
 
     def total_loss(self, terms: dict[str, Tensor]) -> Tensor:
         """The weighted sum of :meth:`compute_losses`' terms."""
-        return sum(value if name.startswith("descriptor/") else getattr(self.losses, name) * value for name, value in terms.items())  # type: ignore[return-value]
+        return sum(value if "/" in name else getattr(self.losses, name) * value for name, value in terms.items())  # type: ignore[return-value]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms, _ = self.compute_losses(batch)
@@ -155,7 +173,9 @@ class AnimatorModule(LightningModule):
         m_src, m_drv = motion[:size], motion[size : 2 * size]
         predictions = {"absolute": self.backbone(source, m_src, m_drv).clamp(0.0, 1.0)}
         if driving_first is not None:
-            predictions["relative"] = self.backbone(source, m_src, m_src.relative(m_drv, motion[2 * size :])).clamp(0.0, 1.0)
+            m_first = motion[2 * size :]
+            scale = movement_scale(m_src, m_first) if self.adapt_movement_scale else None
+            predictions["relative"] = self.backbone(source, m_src, m_src.relative(m_drv, m_first, scale)).clamp(0.0, 1.0)
         return predictions
 
     def _score(self, batch: dict[str, Tensor], metrics: MetricCollection) -> dict[str, Tensor]:

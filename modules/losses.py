@@ -16,6 +16,7 @@ from kornia.filters import gaussian_blur2d
 from kornia.losses import total_variation
 from torch import Tensor, nn
 
+from datamodules.puppet import REGIONS
 from modules.descriptors.base import Motion
 from modules.errors import PretrainedWeightsError
 from modules.pretrained import InputNormalisation
@@ -33,6 +34,9 @@ class LossWeights:
         tv: total variation of the predicted residual (prediction − source).
         motion: motion loss (see ``AnimatorModule.motion_loss``).
         perceptual: VGG feature loss; needs ``perceptual_weights``.
+        expression: L1 over the eye, brow and mouth pixels only (:func:`region_l1`, regions of the source and
+            the driving frame), so the few pixels that carry expression are not drowned by the static ones;
+            computed where the batch has region maps.
     """
 
     reconstruction: float = 1.0
@@ -40,11 +44,34 @@ class LossWeights:
     tv: float = 0.01
     motion: float = 0.1
     perceptual: float = 0.0
+    expression: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if value < 0:
                 raise ValueError(f"loss weight {name} must be non-negative, got {value}")
+
+
+def region_mask(regions: Tensor, names: tuple[str, ...]) -> Tensor:
+    """``B×1×H×W`` float mask, 1 where a region map ``B×H×W`` (int labels, :data:`~datamodules.puppet.REGIONS`)
+    has one of ``names``."""
+    wanted = torch.tensor([REGIONS.index(n) for n in names], device=regions.device)
+    return torch.isin(regions, wanted)[:, None].float()
+
+
+def region_l1(prediction: Tensor, target: Tensor, mask: Tensor, reduction: Literal["mean", "none"] = "mean") -> Tensor:
+    """Mean absolute error over the pixels of ``mask`` ``B×1×H×W``.
+
+    Returns:
+        ``"none"``: each image's mean ``B`` (NaN where its mask is empty); ``"mean"``: their average over the
+        images whose mask is not empty (0, with the graph kept, when every mask is empty).
+    """
+    pixels = mask.sum(dim=(1, 2, 3))
+    per_image = ((prediction - target).abs() * mask).sum(dim=(1, 2, 3)) / (pixels * prediction.shape[1]).clamp_min(1.0)
+    present = pixels > 0
+    if reduction == "none":
+        return torch.where(present, per_image, torch.full_like(per_image, float("nan")))
+    return per_image[present].mean() if present.any() else per_image.sum() * 0.0
 
 
 def residual_tv_loss(prediction: Tensor, source: Tensor) -> Tensor:

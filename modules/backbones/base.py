@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import Tensor, nn
 
 from modules.descriptors.base import Motion, MotionSpec
+
+
+@dataclass
+class Generated:
+    """A backbone's prediction with the intermediate maps it was made from.
+
+    Attributes:
+        prediction: ``B×C×H×W``, not clamped (nominally ``[0, 1]``).
+        maps: named ``B×c×H×W`` maps at the image's resolution (masks in ``[0, 1]``, flows in normalised units)
+            for the backbone's own losses and for pictures; empty for backbones that make none.
+    """
+
+    prediction: Tensor
+    maps: dict[str, Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, index: slice) -> Generated:
+        """The batch items selected by ``index``."""
+        return Generated(self.prediction[index], {name: m[index] for name, m in self.maps.items()})
 
 
 class AnimatorBackbone(nn.Module, ABC):
@@ -25,6 +44,15 @@ class AnimatorBackbone(nn.Module, ABC):
         Returns:
             The prediction ``B×C×H×W`` (not clamped; nominally ``[0, 1]``).
         """
+
+    def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
+        """:meth:`forward` with its intermediate maps (this default has none)."""
+        return Generated(self(source, source_motion, driving_motion))
+
+    def auxiliary_losses(self, generated: Generated, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The backbone's own training losses on a :meth:`generate` output for ``batch``'s pairs, already weighted
+        (none by default). ``batch`` may hold ground truth such as ``source_regions``/``driving_regions``."""
+        return {}
 
 
 BackboneFactory = Callable[[MotionSpec, int], AnimatorBackbone]

@@ -130,11 +130,12 @@ class FiLMUNet(AnimatorBackbone):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+    def trunk(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+        """The U-Net's output features ``B×width×(H/fold)×(W/fold)`` before the head (for generators built on it)."""
         height, width = source.shape[-2:]
         factor = self.fold * 2**self.depth
         if height % factor or width % factor:
-            raise ValueError(f"FiLMUNet with depth {self.depth} needs H and W divisible by {factor}, got {height}×{width}")
+            raise ValueError(f"{type(self).__name__} with fold {self.fold} and depth {self.depth} needs H and W divisible by {factor}, got {height}×{width}")
         x = F.pixel_unshuffle(source, self.fold)
         cond = torch.cat([self.portrait(x), self.motion_mlp(torch.cat([source_motion.vector, driving_motion.vector], 1))], 1)
         if self.map_proj is not None:
@@ -150,4 +151,7 @@ class FiLMUNet(AnimatorBackbone):
         for up, merge, block, skip in zip(reversed(self.ups), reversed(self.merges), reversed(self.dec_blocks), reversed(skips)):
             h = F.interpolate(up(h), size=skip.shape[-2:], mode="nearest")
             h = block(merge(torch.cat([h, skip], 1)), cond)
-        return source + F.pixel_shuffle(self.head(h), self.fold)
+        return h
+
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+        return source + F.pixel_shuffle(self.head(self.trunk(source, source_motion, driving_motion)), self.fold)

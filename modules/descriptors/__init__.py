@@ -2,7 +2,8 @@
 
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from modules.descriptors.keypoints import KeypointDescriptor
+from modules.descriptors.rig import RigDescriptor
 from modules.descriptors.semantic import SemanticDescriptor
 from modules.descriptors.vit import ViTDescriptor
 
-__all__ = ["KeypointDescriptor", "Motion", "MotionDescriptor", "MotionSpec", "SemanticDescriptor", "ViTDescriptor"]
+__all__ = ["KeypointDescriptor", "Motion", "MotionDescriptor", "MotionSpec", "RigDescriptor", "SemanticDescriptor", "ViTDescriptor"]

@@ -55,20 +55,25 @@ class Motion:
         """The descriptions of the batch items selected by ``index``."""
         return Motion(*(None if t is None else t[index] for t in astuple_shallow(self)))
 
-    def relative(self, driving: Motion, driving_first: Motion) -> Motion:
+    def relative(self, driving: Motion, driving_first: Motion, scale: Tensor | None = None) -> Motion:
         """Relative motion transfer: this (source) description moved by the driver's change since its first frame.
 
-        Vectors, maps and keypoints get ``source + (driving − driving_first)``; Jacobians
-        ``J_driving · J_first⁻¹ · J_source``.
+        Vectors, maps and keypoints get ``source + scale·(driving − driving_first)`` (``scale`` ``B``, 1 when
+        ``None``; see :func:`movement_scale`); Jacobians ``J_driving · J_first⁻¹ · J_source``.
         """
+        factor = None if scale is None else scale.to(self.vector.dtype)
+
         def shift(source: Tensor | None, now: Tensor | None, first: Tensor | None) -> Tensor | None:
-            return None if source is None or now is None or first is None else source + (now - first)
+            if source is None or now is None or first is None:
+                return None
+            change = now - first
+            return source + (change if factor is None else factor.view(-1, *[1] * (change.dim() - 1)) * change)
 
         jacobians = None
         if self.jacobians is not None and driving.jacobians is not None and driving_first.jacobians is not None:
             jacobians = driving.jacobians @ torch.linalg.inv(driving_first.jacobians) @ self.jacobians
         return Motion(
-            vector=self.vector + (driving.vector - driving_first.vector),
+            vector=shift(self.vector, driving.vector, driving_first.vector),  # type: ignore[arg-type]
             maps=shift(self.maps, driving.maps, driving_first.maps),
             keypoints=shift(self.keypoints, driving.keypoints, driving_first.keypoints),
             jacobians=jacobians,
@@ -81,13 +86,35 @@ class Motion:
         return Motion(*(None if parts[0] is None else torch.cat(parts, dim=0) for parts in columns))
 
 
+def movement_scale(source: Motion, driving_first: Motion) -> Tensor | None:
+    """How much larger the portrait's face is than the driver's, from their keypoints: ``B`` factors
+    ``sqrt(area(source) / area(driving_first))`` where area is the square root of the determinant of the keypoints'
+    2×2 covariance (an ellipse-area measure of their spread; FOMM uses the convex hull). ``None`` when either
+    motion has no keypoints."""
+    if source.keypoints is None or driving_first.keypoints is None:
+        return None
+
+    def area(points: Tensor) -> Tensor:
+        centred = points - points.mean(dim=1, keepdim=True)
+        covariance = centred.transpose(1, 2) @ centred / points.shape[1]
+        return torch.linalg.det(covariance).clamp_min(1e-12).sqrt()
+
+    return (area(source.keypoints) / area(driving_first.keypoints)).sqrt()
+
+
 def astuple_shallow(motion: Motion) -> tuple[Tensor | None, ...]:
     """The fields of ``motion`` in declaration order (without copying tensors, unlike ``dataclasses.astuple``)."""
     return tuple(getattr(motion, f.name) for f in fields(motion))
 
 
 class MotionDescriptor(nn.Module, ABC):
-    """Base class: frames ``B×3×H×W`` in ``[0, 1]`` → :class:`Motion`."""
+    """Base class: frames ``B×3×H×W`` in ``[0, 1]`` → :class:`Motion`.
+
+    Attributes:
+        needs_parameters: training needs ground-truth standard parameters (``driving_params``) in the data.
+    """
+
+    needs_parameters: bool = False
 
     @property
     @abstractmethod

@@ -1,0 +1,324 @@
+"""Animation quality at equal training time: each config trains for the same wall-clock budget on the same clips,
+then animates held-out characters it never saw, scored against the no-motion floor.
+
+    python benchmarks/quality.py --data data/live2d                  # 480 s per config at 64², batch 8
+    python benchmarks/quality.py --data data/live2d --size 128 --budget 1800
+    python benchmarks/quality.py --data data/live2d --run "kp=configs/keypoints.yaml --model.losses.expression=1"
+
+Each ``--run`` is ``NAME=CONFIG[,CONFIG...]`` followed by CLI overrides (one shell word: quote it). Every run
+gets the same data (``configs/data/live2d.yaml`` at ``--data``, ``--held-out`` characters kept out of training),
+seed, batch size, loader and optimisation around it (gradient clipping at 1, warm-up then a cosine over the
+*wall-clock* budget, as no step count is known in advance); the configs' own trainer settings are not used.
+
+Scores, on the held-out characters only (``datamodules.protocols``):
+
+* **self** — a clip's first frame is the portrait, every frame drives it, the frame is the target;
+* **cross** — held-out character A's neutral frame is the portrait, another character B's frame t of a shared
+  trajectory drives, A rendered at B's parameters is the target; ``abs`` uses B's motion as is, ``rel`` its
+  change since its first frame, ``rel+scale`` that change scaled to the portrait's keypoint spread;
+* **floor** — the no-motion answer (output = portrait) on the same items; ``under`` = 1 − L1 / floor;
+* **face** — L1 over the target's eye, brow and mouth pixels (its region map) and the same floor;
+* **fps** — networks only, 256² batch 1 on this machine, portrait described once.
+
+Writes ``quality.json`` and one strip PNG per run (rows: held-out frames with closed eyes, an open mouth and a
+head turn — self, then cross; columns: portrait | driving | output | target) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning import Callback, Trainer
+from torchvision.utils import make_grid, save_image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from callbacks import GradientNormClipping  # noqa: E402
+from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
+from datamodules.puppet import EXPRESSION_REGIONS  # noqa: E402
+from lightning_app.cli import AnimatorCLI  # noqa: E402
+from lightning_app.files import atomic_open, atomic_write_text  # noqa: E402
+from modules.errors import UserFacingError, exit_on_user_error  # noqa: E402
+from modules.losses import region_l1, region_mask  # noqa: E402
+
+DEFAULT_RUNS = [
+    "keypoints+warping=configs/keypoints.yaml,configs/backbone/warping.yaml",
+    "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
+    "rig+expression_pose=configs/rig.yaml",
+    "rig+expression_pose-no_expression_loss=configs/rig.yaml --model.losses.expression=0",
+]
+DATA_CONFIG = ROOT / "configs" / "data" / "live2d.yaml"
+
+
+@dataclass
+class Run:
+    """One benchmarked configuration: a name, its config files and CLI overrides."""
+
+    name: str
+    configs: list[str]
+    overrides: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def parse(spec: str) -> Run:
+        words = shlex.split(spec)
+        if not words or "=" not in words[0]:
+            raise UserFacingError(f"--run {spec!r}: expected NAME=CONFIG[,CONFIG...] [--override=value ...]")
+        name, configs = words[0].split("=", 1)
+        files = [c for c in configs.split(",") if c]
+        missing = [c for c in files if not (ROOT / c).is_file() and not Path(c).is_file()]
+        if not re.fullmatch(r"[\w+.-]+", name) or not files or missing:
+            raise UserFacingError(f"--run {spec!r}: needs a name (letters, digits, + - _ .) and existing config files"
+                                  + (f" (not found: {', '.join(missing)})" if missing else ""))
+        return Run(name, files, words[1:])
+
+
+class WallClockCosine(Callback):
+    """Linear warm-up over ``warmup_steps``, then a cosine from the optimizer's ``lr`` to ``min_ratio·lr`` over the
+    remaining wall-clock ``budget`` seconds (set per optimizer step)."""
+
+    def __init__(self, budget: float, warmup_steps: int = 200, min_ratio: float = 0.01) -> None:
+        self.budget, self.warmup_steps, self.min_ratio = budget, warmup_steps, min_ratio
+        self.start = 0.0
+        self.peaks: list[float] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module) -> None:
+        self.start = time.monotonic()
+        self.peaks = [group["lr"] for group in trainer.optimizers[0].param_groups]
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step < self.warmup_steps:
+            factor = self.min_ratio + (1.0 - self.min_ratio) * step / self.warmup_steps
+        else:
+            progress = min(1.0, (time.monotonic() - self.start) / self.budget)
+            factor = self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        for group, peak in zip(trainer.optimizers[0].param_groups, self.peaks):
+            group["lr"] = peak * factor
+
+
+class PlainProgress(Callback):
+    """A plain line every ``every`` seconds: this run's step and time, and the ETA of the whole benchmark."""
+
+    def __init__(self, label: str, budget: float, remaining_after: float, every: float = 30.0) -> None:
+        self.label, self.budget, self.remaining_after, self.every = label, budget, remaining_after, every
+        self.start = self.last = 0.0
+
+    def on_train_start(self, trainer: Trainer, pl_module) -> None:
+        self.start = self.last = time.monotonic()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            elapsed = now - self.start
+            loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+            eta = max(0.0, self.budget - elapsed) + self.remaining_after
+            print(f"{self.label}: step {trainer.global_step}, {elapsed:.0f}/{self.budget:.0f} s, loss {loss:.4f}; benchmark ETA {eta / 60:.1f} min", flush=True)
+
+
+def build(run: Run, args: argparse.Namespace):
+    """The run's model and data module, as ``cli.py fit`` would build them with the benchmark's data settings."""
+    cli_args = [f"--config={c if Path(c).is_file() else ROOT / c}" for c in run.configs] + [
+        f"--config={DATA_CONFIG}", f"--data.init_args.root={args.data}", f"--data.init_args.image_size={args.size}",
+        f"--data.init_args.batch_size={args.batch}", f"--data.init_args.num_workers={args.workers}",
+        f"--data.init_args.held_out=[{', '.join(args.held_out)}]", f"--seed_everything={args.seed}",
+        "--trainer.logger=false", *run.overrides,
+    ]
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the benchmark's own arguments are not the CLI's
+    try:
+        cli = AnimatorCLI(args=cli_args, run=False)
+    finally:
+        sys.argv = argv
+    return cli.model, cli.datamodule
+
+
+def train(model, datamodule, budget: float, progress: PlainProgress) -> int:
+    """Train for ``budget`` seconds; returns the optimizer steps done."""
+    trainer = Trainer(
+        accelerator="auto", devices=1, max_epochs=-1, max_steps=-1, max_time=timedelta(seconds=budget), logger=False,
+        callbacks=[GradientNormClipping(1.0), WallClockCosine(budget), progress], enable_checkpointing=False,
+        limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
+    )
+    if model.descriptor.needs_parameters:
+        datamodule.require_parameters()
+    trainer.fit(model, datamodule=datamodule)
+    return trainer.global_step
+
+
+@torch.inference_mode()
+def evaluate(model, datamodule, clips: int, frames: int) -> dict:
+    """Per-item scores on the held-out characters, with the items' pictures for strips."""
+    model.eval()
+    datamodule.test_protocols, datamodule.test_clips, datamodule.test_clip_frames = ["self", "cross"], clips, frames
+    names = {i: n for n, i in datamodule.test_set.identity.items()}
+    loaders = dict(zip(datamodule.test_names, datamodule.test_dataloader()))
+    device = model.device
+    items: dict[str, dict[str, list]] = {}
+    for protocol in ("self", "cross"):
+        rows: dict[str, list] = {}
+        for batch in loaders[f"{protocol}/held_out"]:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            source, target = batch["source"], batch["target"]
+            outputs = {}
+            model.adapt_movement_scale = False
+            plain = model.animate(source, batch["driving"], batch["driving_first"])
+            outputs["abs"] = plain["absolute"]
+            if protocol == "cross":
+                outputs["rel"] = plain["relative"]
+                model.adapt_movement_scale = True
+                outputs["rel+scale"] = model.animate(source, batch["driving"], batch["driving_first"])["relative"]
+            outputs["floor"] = source
+            face = region_mask(batch["target_regions"], EXPRESSION_REGIONS)
+            for kind, output in outputs.items():
+                rows.setdefault(f"l1/{kind}", []).append((output - target).abs().mean(dim=(1, 2, 3)).cpu())
+                rows.setdefault(f"face/{kind}", []).append(region_l1(output, target, face, reduction="none").cpu())
+            rows.setdefault("character", []).extend(names[int(i)] for i in batch["identity"])
+            rows.setdefault("params", []).append(batch["driving_params"].cpu())
+            for key in ("source", "driving", "target"):
+                rows.setdefault(f"image/{key}", []).append(batch[key].cpu())
+            rows.setdefault("image/output", []).append((outputs["rel+scale"] if protocol == "cross" else outputs["abs"]).cpu())
+        items[protocol] = {k: (v if k == "character" else torch.cat(v)) for k, v in rows.items()}
+    return items
+
+
+def summarise(items: dict) -> dict[str, float]:
+    """Mean scores: ``self/l1``, ``self/floor``, ``cross/<kind>/<character>`` ..., ``face/...``."""
+    out: dict[str, float] = {}
+    for protocol, rows in items.items():
+        kinds = [k.split("/", 1)[1] for k in rows if k.startswith("l1/")]
+        for kind in kinds:
+            for metric in ("l1", "face"):
+                values = rows[f"{metric}/{kind}"]
+                out[f"{protocol}/{metric}/{kind}"] = float(values.nanmean())
+                for character in sorted(set(rows["character"])):
+                    chosen = torch.tensor([c == character for c in rows["character"]])
+                    out[f"{protocol}/{metric}/{kind}/{character}"] = float(values[chosen].nanmean())
+    return out
+
+
+def strip_indices(items: dict) -> list[tuple[str, int]]:
+    """Fixed rows for the strips: per protocol the target frame with the most closed eyes, the most open mouth
+    and the largest head turn (from the ground-truth parameters, so every run shows the same frames)."""
+    rows = []
+    for protocol in ("self", "cross"):
+        params = items[protocol]["params"]
+        eyes = params[:, PARAMETER_INDEX["ParamEyeLOpen"]] + params[:, PARAMETER_INDEX["ParamEyeROpen"]]
+        mouth = params[:, PARAMETER_INDEX["ParamMouthOpenY"]]
+        turn = params[:, PARAMETER_INDEX["ParamAngleX"]].abs() + params[:, PARAMETER_INDEX["ParamAngleY"]].abs()
+        for score in (-eyes, mouth, turn):
+            rows.append((protocol, int(torch.nan_to_num(score, nan=-1e9).argmax())))
+    return rows
+
+
+def write_strip(items: dict, rows: list[tuple[str, int]], path: Path) -> None:
+    """portrait | driving | output | target for each row, upscaled to at least 128 px, written atomically."""
+    tiles = [items[p][f"image/{key}"][i] for p, i in rows for key in ("source", "driving", "output", "target")]
+    grid = make_grid(torch.stack(tiles).clamp(0, 1), nrow=4, padding=2, pad_value=1.0)
+    factor = max(1, 128 // tiles[0].shape[-1])
+    if factor > 1:
+        grid = F.interpolate(grid[None], scale_factor=factor, mode="nearest")[0]
+    with atomic_open(path, "wb") as handle:
+        save_image(grid, handle, format="png")
+
+
+@torch.inference_mode()
+def frames_per_second(model, size: int = 256, frames: int = 30) -> float:
+    """Networks-only animation speed at ``size``² batch 1: the portrait is described once, then per frame the
+    driving frame is described and the backbone animates."""
+    model.eval()
+    portrait, driving = torch.rand(1, 3, size, size, device=model.device), torch.rand(1, 3, size, size, device=model.device)
+    source_motion = model.describe(portrait)
+    for _ in range(3):
+        model.backbone(portrait, source_motion, model.describe(driving))
+    start = time.perf_counter()
+    for _ in range(frames):
+        model.backbone(portrait, source_motion, model.describe(driving))
+    return frames / (time.perf_counter() - start)
+
+
+def under(value: float, floor: float) -> str:
+    return f"{value:.4f} ({100 * (1 - value / floor):+.0f} %)"
+
+
+def print_table(results: list[dict], held_out: list[str]) -> None:
+    """Two Markdown tables: self/face against their floors, and cross-identity per held-out character."""
+    first = results[0]["scores"]
+    print(f"\nheld-out characters: {', '.join(held_out)}; floors: self {first['self/l1/floor']:.4f}, "
+          f"face (self) {first['self/face/floor']:.4f}, face (cross) {first['cross/face/floor']:.4f}")
+    print("\n| run | steps | self L1 (under floor) | face L1, self | face L1, cross rel+scale | fps 256² |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        s = r["scores"]
+        print(f"| {r['name']} | {r['steps']} | {under(s['self/l1/abs'], s['self/l1/floor'])} | {under(s['self/face/abs'], s['self/face/floor'])} | "
+              f"{under(s['cross/face/rel+scale'], s['cross/face/floor'])} | {r['fps']:.1f} |")
+    print("\n| run | portrait | cross floor | abs | rel | rel+scale |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        s = r["scores"]
+        for character in held_out:
+            floor = s[f"cross/l1/floor/{character}"]
+            cells = " | ".join(under(s[f"cross/l1/{kind}/{character}"], floor) for kind in ("abs", "rel", "rel+scale"))
+            print(f"| {r['name']} | {character} | {floor:.4f} | {cells} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="rendered Live2D clips (python -m lightning_app.render)")
+    parser.add_argument("--run", action="append", help=f"NAME=CONFIG[,CONFIG...] [overrides]; default: {' | '.join(DEFAULT_RUNS)}")
+    parser.add_argument("--held-out", nargs="+", default=["Mark", "Rice"], help="characters no run trains on")
+    parser.add_argument("--budget", type=float, default=480.0, help="training seconds per run")
+    parser.add_argument("--size", type=int, default=64, help="image size")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per protocol (characters in turn)")
+    parser.add_argument("--eval-frames", type=int, default=60, help="frames per evaluation clip")
+    parser.add_argument("--fps-size", type=int, default=256, help="image size of the speed measurement")
+    parser.add_argument("--out", type=Path, default=Path("logs/quality"), help="quality.json and strips")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        if args.budget <= 0 or args.size <= 0 or args.batch <= 0:
+            raise UserFacingError(f"--budget, --size and --batch must be positive, got {args.budget}, {args.size}, {args.batch}")
+        if not args.data.is_dir():
+            raise UserFacingError(f"--data {str(args.data)!r} is not a folder; render clips with python -m lightning_app.render --models ../shared/live2d --out {args.data}")
+        runs = [Run.parse(spec) for spec in (args.run or DEFAULT_RUNS)]
+        if len({r.name for r in runs}) != len(runs):
+            raise UserFacingError("--run names must differ")
+        results, strips = [], None
+        evaluation_guess = 60.0
+        for number, run in enumerate(runs, 1):
+            torch.manual_seed(args.seed)
+            model, datamodule = build(run, args)
+            label = f"[{number}/{len(runs)}] {run.name}"
+            progress = PlainProgress(label, args.budget, (len(runs) - number) * (args.budget + evaluation_guess) + evaluation_guess)
+            print(f"{label}: training for {args.budget:.0f} s at {args.size}², batch {args.batch}", flush=True)
+            steps = train(model, datamodule, args.budget, progress)
+            started = time.monotonic()
+            items = evaluate(model, datamodule, args.eval_clips, args.eval_frames)
+            strips = strips or strip_indices(items)
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_strip(items, strips, args.out / f"strip_{run.name}.png")
+            fps = frames_per_second(model, args.fps_size)
+            evaluation_guess = time.monotonic() - started
+            results.append({"name": run.name, "configs": run.configs, "overrides": run.overrides, "steps": steps, "fps": fps, "scores": summarise(items)})
+            print(f"{label}: {steps} steps; self L1 {results[-1]['scores']['self/l1/abs']:.4f} (floor {results[-1]['scores']['self/l1/floor']:.4f})", flush=True)
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        atomic_write_text(args.out / "quality.json", json.dumps({"settings": settings, "strip_rows": strips, "results": results}, indent=1))
+        print_table(results, args.held_out)
+        print(f"\nwrote {args.out / 'quality.json'} and strip_<run>.png (rows: closed eyes, open mouth, head turn; self then cross)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``ExpressionPoseGenerator``: separates what *moves* from what *changes*.
+
+Head pose moves pixels — a dense warp restricted to the head by a learned mask, so body and background stay;
+eyes, brows and mouth *change* — new content (a closed eyelid, an open mouth) synthesised where the warp has
+nothing to offer, blended in by its own change mask. The split follows talking-head-anime's rotator and face
+morpher (appearance flow + direct synthesis, combined by alpha), in one FiLM U-Net pass::
+
+    flow, warp_mask, colour, change_mask = heads(FiLMUNet.trunk(source, motion_src, motion_drv))
+    warped     = grid_sample(source, identity + warp_mask · flow)        # only the head moves
+    prediction = (1 − change_mask) · warped + change_mask · colour       # expression synthesised
+
+Flows are backward (where each output pixel comes from in the source), in normalised coordinates ``[-1, 1]``
+(``grid_sample(align_corners=True)``, as the descriptors' keypoints). The colour is predicted as a correction of
+the warped image, from a zero start, so an untrained generator returns the source exactly.
+
+Where the batch has region maps (puppets, rendered Live2D clips), two auxiliary losses teach the masks what the
+data knows: the warp mask should cover the head (:data:`~datamodules.puppet.HEAD_REGIONS` of the source or the
+driving frame) and nothing else; the change mask should stay off the body and background.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry import create_meshgrid
+from torch import Tensor, nn
+
+from datamodules.puppet import HEAD_REGIONS
+from modules.backbones.base import Generated
+from modules.backbones.film_unet import FiLMUNet, _group_norm
+from modules.descriptors.base import Motion, MotionSpec
+from modules.losses import region_mask
+
+
+class ExpressionPoseGenerator(FiLMUNet):
+    """Head warp + expression synthesis on a FiLM U-Net trunk; works with every descriptor (it reads the motion
+    vectors through FiLM and the motion maps, where there are any, at its input).
+
+    Args:
+        motion: what the descriptor emits (given by the AnimatorModule).
+        channels: image channels (given by the AnimatorModule).
+        width, depth, embed_dim, motion_map_channels, fold, block: the trunk, as for :class:`FiLMUNet`.
+        change_bias: initial logit of the change mask (−2: about 12 % of the synthesised colour where it differs).
+        warp_mask_weight: weight of the binary cross-entropy between the warp mask and the head regions
+            (``backbone/warp_mask``; needs region maps, 0 turns it off).
+        change_outside_weight: weight of the mean change mask outside the head regions (``backbone/change_outside``).
+
+    ``generate`` returns the maps ``flow`` ``B×2×H×W`` (before masking), ``warp_mask`` and ``change_mask``
+    ``B×1×H×W`` in ``[0, 1]`` and ``warped`` ``B×C×H×W`` (the source after the masked warp, before synthesis).
+    """
+
+    def __init__(
+        self,
+        motion: MotionSpec,
+        channels: int = 3,
+        width: int = 32,
+        depth: int = 3,
+        embed_dim: int = 128,
+        motion_map_channels: int = 16,
+        fold: int = 4,
+        block: Literal["residual", "convnext"] = "residual",
+        change_bias: float = -2.0,
+        warp_mask_weight: float = 0.1,
+        change_outside_weight: float = 0.1,
+    ) -> None:
+        super().__init__(motion, channels, width, depth, embed_dim, motion_map_channels, fold, block)
+        if warp_mask_weight < 0 or change_outside_weight < 0:
+            raise ValueError(f"mask loss weights must be non-negative, got {warp_mask_weight} and {change_outside_weight}")
+        self.warp_mask_weight, self.change_outside_weight = warp_mask_weight, change_outside_weight
+        trunk_width = self.stem.out_channels
+        fine = fold * fold * (channels + 1)  # colour correction and change-mask logit, unshuffled to full resolution
+        self.head = nn.Sequential(_group_norm(trunk_width), nn.SiLU(), nn.Conv2d(trunk_width, fine + 3, 3, padding=1))
+        final = self.head[-1]
+        nn.init.zeros_(final.weight)
+        nn.init.zeros_(final.bias)
+        with torch.no_grad():
+            final.bias[:fine].view(channels + 1, fold * fold)[channels] = change_bias  # pixel_shuffle: channel-major
+        self._fine = fine
+
+    def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
+        out = self.head(self.trunk(source, source_motion, driving_motion))
+        size = source.shape[-2:]
+        fine = F.pixel_shuffle(out[:, : self._fine], self.fold)
+        correction, change_mask = fine[:, :-1], torch.sigmoid(fine[:, -1:])
+        coarse = F.interpolate(out[:, self._fine :], size=size, mode="bilinear", align_corners=False)
+        flow, warp_mask = coarse[:, :2], torch.sigmoid(coarse[:, 2:])
+        grid = create_meshgrid(*size, normalized_coordinates=True, device=source.device, dtype=source.dtype)
+        warped = F.grid_sample(source, grid + (warp_mask * flow).permute(0, 2, 3, 1), align_corners=True, padding_mode="border")
+        prediction = warped + change_mask * correction  # (1 − m)·warped + m·colour, colour = warped + correction
+        return Generated(prediction, {"flow": flow, "warp_mask": warp_mask, "change_mask": change_mask, "warped": warped})
+
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+        return self.generate(source, source_motion, driving_motion).prediction
+
+    def auxiliary_losses(self, generated: Generated, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``warp_mask`` (BCE against the head regions of source ∪ driving) and ``change_outside`` (mean change mask
+        off the head), weighted; none without ``source_regions`` and ``driving_regions``."""
+        if "source_regions" not in batch or "driving_regions" not in batch:
+            return {}
+        head = torch.maximum(region_mask(batch["source_regions"], HEAD_REGIONS), region_mask(batch["driving_regions"], HEAD_REGIONS))
+        terms = {}
+        if self.warp_mask_weight > 0:
+            mask = generated.maps["warp_mask"].clamp(1e-6, 1 - 1e-6)
+            terms["warp_mask"] = self.warp_mask_weight * F.binary_cross_entropy(mask, head)
+        if self.change_outside_weight > 0:
+            terms["change_outside"] = self.change_outside_weight * (generated.maps["change_mask"] * (1.0 - head)).mean()
+        return terms
