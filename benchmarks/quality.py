@@ -20,27 +20,33 @@ Scores, on the held-out characters only (``datamodules.protocols``):
 * **face** — L1 over the target's eye, brow and mouth pixels (its region map) and the same floor;
 * **fps** — networks only, 256² batch 1 on this machine, portrait described once.
 
-Writes ``quality.json`` and one strip PNG per run (rows: held-out frames with closed eyes, an open mouth and a
-head turn — self, then cross; columns: portrait | driving | output | target) into ``--out``.
+Writes ``quality.json``, each run's trained model (``<run>.ckpt``, a Lightning checkpoint for ``cli.py test`` or
+``animate``) and one strip PNG per run (rows: per held-out character the frames with the most closed eyes, the
+most open mouth and the largest head turn — self, then cross; columns: portrait | driving | output | target)
+into ``--out``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import re
-import shlex
-import sys
-import time
-from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
+import os
 
-import torch
-import torch.nn.functional as F
-from lightning import Callback, Trainer
-from torchvision.utils import make_grid, save_image
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads distort timings on shared cores
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from lightning import Callback, Trainer  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,11 +55,12 @@ from callbacks import GradientNormClipping  # noqa: E402
 from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from datamodules.puppet import EXPRESSION_REGIONS  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
-from lightning_app.files import atomic_open, atomic_write_text  # noqa: E402
+from lightning_app.files import atomic_open, atomic_path, atomic_write_text  # noqa: E402
 from modules.errors import UserFacingError, exit_on_user_error  # noqa: E402
-from modules.losses import region_l1, region_mask  # noqa: E402
+from modules.losses import region_error, region_mask  # noqa: E402
 
 DEFAULT_RUNS = [
+    "keypoints+warping-l1=configs/keypoints.yaml,configs/backbone/warping.yaml --model.reconstruction_beta=0",
     "keypoints+warping=configs/keypoints.yaml,configs/backbone/warping.yaml",
     "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
     "rig+expression_pose=configs/rig.yaml",
@@ -144,8 +151,8 @@ def build(run: Run, args: argparse.Namespace):
     return cli.model, cli.datamodule
 
 
-def train(model, datamodule, budget: float, progress: PlainProgress) -> int:
-    """Train for ``budget`` seconds; returns the optimizer steps done."""
+def train(model, datamodule, budget: float, progress: PlainProgress) -> Trainer:
+    """Train for ``budget`` seconds; returns the trainer (its ``global_step``: the optimizer steps done)."""
     trainer = Trainer(
         accelerator="auto", devices=1, max_epochs=-1, max_steps=-1, max_time=timedelta(seconds=budget), logger=False,
         callbacks=[GradientNormClipping(1.0), WallClockCosine(budget), progress], enable_checkpointing=False,
@@ -154,7 +161,7 @@ def train(model, datamodule, budget: float, progress: PlainProgress) -> int:
     if model.descriptor.needs_parameters:
         datamodule.require_parameters()
     trainer.fit(model, datamodule=datamodule)
-    return trainer.global_step
+    return trainer
 
 
 @torch.inference_mode()
@@ -183,7 +190,7 @@ def evaluate(model, datamodule, clips: int, frames: int) -> dict:
             face = region_mask(batch["target_regions"], EXPRESSION_REGIONS)
             for kind, output in outputs.items():
                 rows.setdefault(f"l1/{kind}", []).append((output - target).abs().mean(dim=(1, 2, 3)).cpu())
-                rows.setdefault(f"face/{kind}", []).append(region_l1(output, target, face, reduction="none").cpu())
+                rows.setdefault(f"face/{kind}", []).append(region_error(output, target, face, reduction="none").cpu())
             rows.setdefault("character", []).extend(names[int(i)] for i in batch["identity"])
             rows.setdefault("params", []).append(batch["driving_params"].cpu())
             for key in ("source", "driving", "target"):
@@ -209,16 +216,19 @@ def summarise(items: dict) -> dict[str, float]:
 
 
 def strip_indices(items: dict) -> list[tuple[str, int]]:
-    """Fixed rows for the strips: per protocol the target frame with the most closed eyes, the most open mouth
-    and the largest head turn (from the ground-truth parameters, so every run shows the same frames)."""
+    """Fixed rows for the strips: per protocol and held-out portrait character, the target frame with the most
+    closed eyes, the most open mouth and the largest head turn (from the ground-truth parameters, so every run
+    shows the same frames)."""
     rows = []
     for protocol in ("self", "cross"):
         params = items[protocol]["params"]
         eyes = params[:, PARAMETER_INDEX["ParamEyeLOpen"]] + params[:, PARAMETER_INDEX["ParamEyeROpen"]]
         mouth = params[:, PARAMETER_INDEX["ParamMouthOpenY"]]
         turn = params[:, PARAMETER_INDEX["ParamAngleX"]].abs() + params[:, PARAMETER_INDEX["ParamAngleY"]].abs()
-        for score in (-eyes, mouth, turn):
-            rows.append((protocol, int(torch.nan_to_num(score, nan=-1e9).argmax())))
+        for character in sorted(set(items[protocol]["character"])):
+            own = torch.tensor([c == character for c in items[protocol]["character"]])
+            for score in (-eyes, mouth, turn):
+                rows.append((protocol, int(torch.where(own, torch.nan_to_num(score, nan=-1e9), -torch.inf).argmax())))
     return rows
 
 
@@ -304,11 +314,14 @@ def main(argv: list[str] | None = None) -> None:
             label = f"[{number}/{len(runs)}] {run.name}"
             progress = PlainProgress(label, args.budget, (len(runs) - number) * (args.budget + evaluation_guess) + evaluation_guess)
             print(f"{label}: training for {args.budget:.0f} s at {args.size}², batch {args.batch}", flush=True)
-            steps = train(model, datamodule, args.budget, progress)
+            trainer = train(model, datamodule, args.budget, progress)
+            steps = trainer.global_step
+            args.out.mkdir(parents=True, exist_ok=True)
+            with atomic_path(args.out / f"{run.name}.ckpt") as path:
+                trainer.save_checkpoint(path)
             started = time.monotonic()
             items = evaluate(model, datamodule, args.eval_clips, args.eval_frames)
             strips = strips or strip_indices(items)
-            args.out.mkdir(parents=True, exist_ok=True)
             write_strip(items, strips, args.out / f"strip_{run.name}.png")
             fps = frames_per_second(model, args.fps_size)
             evaluation_guess = time.monotonic() - started
@@ -317,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         atomic_write_text(args.out / "quality.json", json.dumps({"settings": settings, "strip_rows": strips, "results": results}, indent=1))
         print_table(results, args.held_out)
-        print(f"\nwrote {args.out / 'quality.json'} and strip_<run>.png (rows: closed eyes, open mouth, head turn; self then cross)")
+        print(f"\nwrote {args.out / 'quality.json'}, <run>.ckpt and strip_<run>.png (rows per held-out character: closed eyes, "
+              "open mouth, head turn; self then cross)")
 
 
 if __name__ == "__main__":

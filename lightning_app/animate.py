@@ -31,7 +31,7 @@ from lightning_app.checkpoints import load_animator
 from lightning_app.files import atomic_path
 from lightning_app.frames import open_frames
 from modules.animator_module import AnimatorModule
-from modules.descriptors.base import Motion
+from modules.descriptors.base import Motion, movement_scale
 from modules.errors import UserFacingError, exit_on_user_error
 
 
@@ -111,7 +111,8 @@ class Animation:
         portrait: ``1×3×S×S`` in ``[0, 1]``.
         human: a :class:`HumanMotion` (human driving), or ``None`` (the descriptor reads the driving frames).
         relative: transfer the change since the driving's neutral pose (a human's :meth:`HumanMotion.reference`,
-            else the first driving frame) instead of the absolute motion.
+            else the first driving frame) instead of the absolute motion, scaled to the portrait's keypoint spread
+            when the animator has ``adapt_movement_scale``.
     """
 
     def __init__(self, animator: AnimatorModule, portrait: torch.Tensor, human: HumanMotion | None, relative: bool) -> None:
@@ -129,7 +130,8 @@ class Animation:
             return None
         self.first = self.first or motion
         reference = self.human.reference() if self.human else self.first
-        driving = self.portrait_motion.relative(motion, reference) if self.relative else motion
+        scale = movement_scale(self.portrait_motion, reference) if self.animator.adapt_movement_scale else None
+        driving = self.portrait_motion.relative(motion, reference, scale) if self.relative else motion
         result = self.animator.backbone(self.portrait, self.portrait_motion, driving).clamp(0, 1)
         return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 

@@ -35,7 +35,8 @@ from modules.losses import (
     MotionLossKind,
     PerceptualLoss,
     descriptor_delta_loss,
-    region_l1,
+    pixel_error,
+    region_error,
     region_mask,
     residual_tv_loss,
     rgb_residual_motion_loss,
@@ -56,6 +57,9 @@ class AnimatorModule(LightningModule):
         motion_loss: ``"descriptor_delta"`` (descriptor(prediction) vs descriptor(driving), as deltas from the
             source) or ``"rgb_residual"`` (blurred RGB residuals, the older form kept for comparison).
         rgb_blur_sigma: Gaussian sigma in pixels for ``"rgb_residual"``.
+        reconstruction_beta: the reconstruction, identity and expression terms are smooth-L1 with this ``beta``
+            (quadratic below it; images in ``[0, 1]``); 0 gives plain L1, which measurably trains copies of the
+            portrait (see :func:`~modules.losses.pixel_error`).
         perceptual_weights: VGG-16 weights file; needed when ``losses.perceptual > 0``.
         adapt_movement_scale: in relative transfer, scale the driver's keypoint movement by the ratio of the
             portrait's keypoint spread to the driver's (FOMM's ``adapt_movement_scale``), so a small-faced driver
@@ -73,6 +77,7 @@ class AnimatorModule(LightningModule):
         losses: LossWeights = LossWeights(),
         motion_loss: MotionLossKind = "descriptor_delta",
         rgb_blur_sigma: float = 2.0,
+        reconstruction_beta: float = 0.1,
         perceptual_weights: str | None = None,
         adapt_movement_scale: bool = True,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -85,6 +90,9 @@ class AnimatorModule(LightningModule):
         self.image_size, self.channels = image_size, channels
         self.losses, self.motion_loss, self.rgb_blur_sigma = losses, motion_loss, rgb_blur_sigma
         self.adapt_movement_scale = adapt_movement_scale
+        if reconstruction_beta < 0:
+            raise UserFacingError(f"model.reconstruction_beta must be non-negative (0: plain L1), got {reconstruction_beta}")
+        self.reconstruction_beta = reconstruction_beta
         if losses.perceptual > 0 and perceptual_weights is None:
             raise UserFacingError(
                 f"losses.perceptual={losses.perceptual} needs VGG-16 weights: set model.perceptual_weights to a local "
@@ -133,9 +141,10 @@ class AnimatorModule(LightningModule):
         else:
             generated = self.backbone.generate(source, m_src, m_drv)
             prediction, identity = generated.prediction, None
-        terms = {"reconstruction": F.l1_loss(prediction, driving)}
+        beta = self.reconstruction_beta
+        terms = {"reconstruction": pixel_error(prediction, driving, beta).mean()}
         if identity is not None:
-            terms["identity"] = F.l1_loss(identity, source)
+            terms["identity"] = pixel_error(identity, source, beta).mean()
         if weights.tv > 0:
             terms["tv"] = residual_tv_loss(prediction, source)
         if weights.motion > 0:
@@ -147,7 +156,7 @@ class AnimatorModule(LightningModule):
             terms["perceptual"] = self.perceptual(prediction, driving)
         if weights.expression > 0 and "source_regions" in batch and "driving_regions" in batch:
             expression = torch.maximum(region_mask(batch["source_regions"], EXPRESSION_REGIONS), region_mask(batch["driving_regions"], EXPRESSION_REGIONS))
-            terms["expression"] = region_l1(prediction, driving, expression)
+            terms["expression"] = region_error(prediction, driving, expression, beta)
         if torch.is_grad_enabled():
             terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, batch).items()})
             if self.descriptor.trainable:

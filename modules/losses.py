@@ -29,14 +29,15 @@ class LossWeights:
     """Weight of each loss term; a term with weight 0 is not computed.
 
     Attributes:
-        reconstruction: L1 between prediction and driving frame (the primary term).
-        identity: L1 between the source driven by its own motion and the source.
+        reconstruction: error between prediction and driving frame (the primary term; smooth-L1 or L1, see
+            ``AnimatorModule.reconstruction_beta``).
+        identity: the same error between the source driven by its own motion and the source.
         tv: total variation of the predicted residual (prediction − source).
         motion: motion loss (see ``AnimatorModule.motion_loss``).
         perceptual: VGG feature loss; needs ``perceptual_weights``.
-        expression: L1 over the eye, brow and mouth pixels only (:func:`region_l1`, regions of the source and
-            the driving frame), so the few pixels that carry expression are not drowned by the static ones;
-            computed where the batch has region maps.
+        expression: the reconstruction error over the eye, brow and mouth pixels only (:func:`region_error`,
+            regions of the source and the driving frame), so the few pixels that carry expression are not drowned
+            by the static ones; computed where the batch has region maps.
     """
 
     reconstruction: float = 1.0
@@ -59,15 +60,28 @@ def region_mask(regions: Tensor, names: tuple[str, ...]) -> Tensor:
     return torch.isin(regions, wanted)[:, None].float()
 
 
-def region_l1(prediction: Tensor, target: Tensor, mask: Tensor, reduction: Literal["mean", "none"] = "mean") -> Tensor:
-    """Mean absolute error over the pixels of ``mask`` ``B×1×H×W``.
+def pixel_error(prediction: Tensor, target: Tensor, beta: float = 0.0) -> Tensor:
+    """Element-wise error: ``|p − t|`` for ``beta`` 0, else smooth-L1 (``(p − t)² / 2β`` below ``beta``, ``|p − t| − β/2``
+    above; images in ``[0, 1]``).
+
+    Plain L1 trains animators into copies of the portrait: its gradient has full strength for the tiniest
+    deviation, so the many pixels that should stay exactly as they are outvote the few that should change (an
+    eye closing, a mouth opening). The quadratic zone gives small deviations small gradients.
+    """
+    if beta <= 0:
+        return (prediction - target).abs()
+    return F.smooth_l1_loss(prediction, target, reduction="none", beta=beta)
+
+
+def region_error(prediction: Tensor, target: Tensor, mask: Tensor, beta: float = 0.0, reduction: Literal["mean", "none"] = "mean") -> Tensor:
+    """:func:`pixel_error` averaged over the pixels of ``mask`` ``B×1×H×W`` (``beta`` 0: the mean absolute error).
 
     Returns:
         ``"none"``: each image's mean ``B`` (NaN where its mask is empty); ``"mean"``: their average over the
         images whose mask is not empty (0, with the graph kept, when every mask is empty).
     """
     pixels = mask.sum(dim=(1, 2, 3))
-    per_image = ((prediction - target).abs() * mask).sum(dim=(1, 2, 3)) / (pixels * prediction.shape[1]).clamp_min(1.0)
+    per_image = (pixel_error(prediction, target, beta) * mask).sum(dim=(1, 2, 3)) / (pixels * prediction.shape[1]).clamp_min(1.0)
     present = pixels > 0
     if reduction == "none":
         return torch.where(present, per_image, torch.full_like(per_image, float("nan")))

@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
 
+from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, write_clip
+from datamodules.live2d.trajectories import random_trajectory
+from datamodules.parameters import PARAMETER_NAMES
+from datamodules.puppet import PuppetIdentity, render_puppet
 from lightning_app.cli import AnimatorCLI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +87,24 @@ class StopAfterValidationAt(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+def write_puppet_clips(root: Path, characters: dict[str, int], clips: int = 1, replays: int = 1, frames: int = 8, size: int = 32,
+                       missing: dict[str, tuple[str, ...]] | None = None) -> Path:
+    """A clip dataset in the Live2D clip format made of puppet renders (no licensed data): per character
+    (``name → puppet identity seed``) ``clips`` random trajectories and ``replays`` trajectories shared by all,
+    with region maps and keypoints; ``missing`` lists parameters a character is declared to lack."""
+    for character, seed in characters.items():
+        identity = PuppetIdentity.from_seed(seed)
+        plan = [(f"random_{i:03d}", "random", 1000 * seed + i) for i in range(clips)] + [(f"replay_{r:03d}", "replay", 10**6 + r) for r in range(replays)]
+        for name, source, trajectory_seed in plan:
+            params = random_trajectory(trajectory_seed, frames)
+            rendered = [render_puppet(identity, p, size) for p in params]
+            regions = np.stack([f.regions for f in rendered])
+            alpha = (regions > 0).astype(np.float32)[..., None]
+            rgba = np.concatenate([np.stack([f.image for f in rendered]) * alpha, 255 * alpha], -1).round().astype(np.uint8)
+            info = ClipInfo(character, name, source, trajectory_seed, 30.0, size, frames, PARAMETER_NAMES,
+                            tuple((missing or {}).get(character, ())), ground_truth=GROUND_TRUTH)
+            write_clip(root, info, {"frames": rgba, "params": params.astype(np.float32), "regions": regions,
+                                    "keypoints": np.stack([f.keypoints for f in rendered])})
+    return root

@@ -5,14 +5,16 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
-from modules.backbones import FiLMUNet, WarpingGenerator
-from modules.descriptors import KeypointDescriptor, SemanticDescriptor, ViTDescriptor
+from modules.backbones import ExpressionPoseGenerator, FiLMUNet, WarpingGenerator
+from modules.descriptors import KeypointDescriptor, RigDescriptor, SemanticDescriptor, ViTDescriptor
 
 CASES = [
     ("keypoints.yaml", None, KeypointDescriptor, FiLMUNet, ["descriptor/equivariance", "descriptor/jacobian"]),
     ("keypoints.yaml", "warping.yaml", KeypointDescriptor, WarpingGenerator, ["descriptor/equivariance"]),
     ("semantic.yaml", "convnext_unet.yaml", SemanticDescriptor, FiLMUNet, ["descriptor/segmentation"]),
     ("dino_regions.yaml", "warping.yaml", ViTDescriptor, WarpingGenerator, ["descriptor/segmentation"]),
+    ("keypoints.yaml", "expression_pose.yaml", KeypointDescriptor, ExpressionPoseGenerator, ["descriptor/equivariance", "backbone/warp_mask", "expression"]),
+    ("rig.yaml", None, RigDescriptor, ExpressionPoseGenerator, ["descriptor/parameters", "backbone/warp_mask", "backbone/change_outside", "expression", "motion"]),
 ]
 
 

@@ -11,6 +11,7 @@ from conftest import CONFIGS, run_cli, tiny_args
 from datamodules import PuppetDataModule
 from lightning_app.train_evaluator import main as train_evaluator
 from modules.descriptors import Motion
+from modules.descriptors.base import movement_scale
 from modules.evaluator import EvaluatorModule, supervised_contrastive_loss
 
 
@@ -57,6 +58,18 @@ def test_relative_motion_moves_the_source_by_the_drivers_change():
     moved = source.relative(now, first)
     assert torch.allclose(moved.vector, torch.full((1, 2), 2.0)) and torch.allclose(moved.keypoints, torch.tensor([[[0.2, 0.1]]]))
     assert torch.allclose(moved.jacobians, torch.eye(2) * 6)
+
+
+def test_movement_scale_matches_the_drivers_face_to_the_portraits():
+    face = torch.tensor([[[-0.2, -0.2], [0.2, -0.2], [0.0, 0.3], [-0.1, 0.1]]])
+    portrait, driver_first = Motion(face.flatten(1), keypoints=face), Motion((face / 2).flatten(1), keypoints=face / 2)
+    scale = movement_scale(portrait, driver_first)
+    assert torch.allclose(scale, torch.tensor([2.0]))  # the portrait's face is twice the driver's
+    step = torch.tensor([0.05, 0.0])
+    driver_now = Motion((face / 2 + step).flatten(1), keypoints=face / 2 + step)
+    moved = portrait.relative(driver_now, driver_first, scale)
+    assert torch.allclose(moved.keypoints, face + 2 * step) and torch.allclose(moved.vector, (face + 2 * step).flatten(1))
+    assert movement_scale(Motion(torch.zeros(1, 3)), driver_first) is None, "no keypoints, no scale"
 
 
 def test_contrastive_loss_prefers_grouped_embeddings():

@@ -41,8 +41,12 @@ class ExpressionPoseGenerator(FiLMUNet):
     Args:
         motion: what the descriptor emits (given by the AnimatorModule).
         channels: image channels (given by the AnimatorModule).
-        width, depth, embed_dim, motion_map_channels, fold, block: the trunk, as for :class:`FiLMUNet`.
+        width, depth, embed_dim, motion_map_channels, fold, block, motion_input_channels: the trunk, as for
+            :class:`FiLMUNet` (motion vectors joined at the input by default).
         change_bias: initial logit of the change mask (−2: about 12 % of the synthesised colour where it differs).
+        flow_scale: the flow head's output is multiplied by this (normalised units): an optimizer's step then moves
+            the flow by a fraction of a pixel rather than by whole pixels in whatever direction sparse edge gradients
+            point.
         warp_mask_weight: weight of the binary cross-entropy between the warp mask and the head regions
             (``backbone/warp_mask``; needs region maps, 0 turns it off).
         change_outside_weight: weight of the mean change mask outside the head regions (``backbone/change_outside``).
@@ -61,14 +65,18 @@ class ExpressionPoseGenerator(FiLMUNet):
         motion_map_channels: int = 16,
         fold: int = 4,
         block: Literal["residual", "convnext"] = "residual",
+        motion_input_channels: int = 16,
         change_bias: float = -2.0,
+        flow_scale: float = 0.1,
         warp_mask_weight: float = 0.1,
         change_outside_weight: float = 0.1,
     ) -> None:
-        super().__init__(motion, channels, width, depth, embed_dim, motion_map_channels, fold, block)
+        super().__init__(motion, channels, width, depth, embed_dim, motion_map_channels, fold, block, motion_input_channels)
         if warp_mask_weight < 0 or change_outside_weight < 0:
             raise ValueError(f"mask loss weights must be non-negative, got {warp_mask_weight} and {change_outside_weight}")
-        self.warp_mask_weight, self.change_outside_weight = warp_mask_weight, change_outside_weight
+        if flow_scale <= 0:
+            raise ValueError(f"flow_scale must be positive, got {flow_scale}")
+        self.warp_mask_weight, self.change_outside_weight, self.flow_scale = warp_mask_weight, change_outside_weight, flow_scale
         trunk_width = self.stem.out_channels
         fine = fold * fold * (channels + 1)  # colour correction and change-mask logit, unshuffled to full resolution
         self.head = nn.Sequential(_group_norm(trunk_width), nn.SiLU(), nn.Conv2d(trunk_width, fine + 3, 3, padding=1))
@@ -85,7 +93,7 @@ class ExpressionPoseGenerator(FiLMUNet):
         fine = F.pixel_shuffle(out[:, : self._fine], self.fold)
         correction, change_mask = fine[:, :-1], torch.sigmoid(fine[:, -1:])
         coarse = F.interpolate(out[:, self._fine :], size=size, mode="bilinear", align_corners=False)
-        flow, warp_mask = coarse[:, :2], torch.sigmoid(coarse[:, 2:])
+        flow, warp_mask = self.flow_scale * coarse[:, :2], torch.sigmoid(coarse[:, 2:])
         grid = create_meshgrid(*size, normalized_coordinates=True, device=source.device, dtype=source.dtype)
         warped = F.grid_sample(source, grid + (warp_mask * flow).permute(0, 2, 3, 1), align_corners=True, padding_mode="border")
         prediction = warped + change_mask * correction  # (1 − m)·warped + m·colour, colour = warped + correction

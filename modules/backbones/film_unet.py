@@ -91,6 +91,10 @@ class FiLMUNet(AnimatorBackbone):
         fold: pixel-unshuffle factor of the input (2 or 4; 4 is about 4× cheaper at the same width).
         embed_dim: size of the portrait and of the motion embedding.
         motion_map_channels: channels the motion maps are projected to before joining the image.
+        motion_input_channels: also join the image with this many constant channels projected from the source and
+            driving motion vectors (0: none; the vectors then enter through FiLM only). FiLM projections and the
+            output head both start at zero, so through FiLM alone the motion reaches the output only after the
+            head has grown, which is slow; constant input channels give motion-dependent features from the first step.
         block: ``"residual"`` (FiLM pre-activation residual blocks) or ``"convnext"`` (FiLM-modulated timm
             ConvNeXt blocks).
     """
@@ -105,8 +109,11 @@ class FiLMUNet(AnimatorBackbone):
         motion_map_channels: int = 16,
         fold: int = 4,
         block: Literal["residual", "convnext"] = "residual",
+        motion_input_channels: int = 0,
     ) -> None:
         super().__init__()
+        if motion_input_channels < 0:
+            raise ValueError(f"motion_input_channels must be non-negative, got {motion_input_channels}")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         if fold < 1:
@@ -116,9 +123,11 @@ class FiLMUNet(AnimatorBackbone):
         self.portrait = PortraitEncoder(folded, width, embed_dim)
         self.motion_mlp = nn.Sequential(nn.Linear(2 * motion.vector_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
         self.map_proj = nn.Conv2d(2 * motion.map_channels, motion_map_channels, 1) if motion.map_channels else None
+        self.vector_proj = nn.Linear(2 * motion.vector_dim, motion_input_channels) if motion_input_channels else None
         cond = 2 * embed_dim
         widths = [width * 2 ** min(i, 2) for i in range(depth + 1)]
-        self.stem = nn.Conv2d(folded + (motion_map_channels if motion.map_channels else 0), widths[0], 3, padding=1)
+        inputs = folded + (motion_map_channels if motion.map_channels else 0) + motion_input_channels
+        self.stem = nn.Conv2d(inputs, widths[0], 3, padding=1)
         Block = BLOCKS[block]
         self.enc_blocks = nn.ModuleList(Block(w, cond) for w in widths[:-1])
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
@@ -137,10 +146,15 @@ class FiLMUNet(AnimatorBackbone):
         if height % factor or width % factor:
             raise ValueError(f"{type(self).__name__} with fold {self.fold} and depth {self.depth} needs H and W divisible by {factor}, got {height}×{width}")
         x = F.pixel_unshuffle(source, self.fold)
-        cond = torch.cat([self.portrait(x), self.motion_mlp(torch.cat([source_motion.vector, driving_motion.vector], 1))], 1)
+        vectors = torch.cat([source_motion.vector, driving_motion.vector], 1)
+        cond = torch.cat([self.portrait(x), self.motion_mlp(vectors)], 1)
+        joined = [x]
         if self.map_proj is not None:
             maps = self.map_proj(torch.cat([source_motion.maps, driving_motion.maps], 1))
-            x = torch.cat([x, F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)], 1)
+            joined.append(F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        if self.vector_proj is not None:
+            joined.append(self.vector_proj(vectors)[:, :, None, None].expand(-1, -1, *x.shape[-2:]))
+        x = torch.cat(joined, 1)
         h = self.stem(x)
         skips = []
         for block, down in zip(self.enc_blocks, self.downs):

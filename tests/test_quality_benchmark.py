@@ -1,0 +1,64 @@
+"""benchmarks/quality.py end to end on a small puppet clip dataset (no licensed data): equal budgets, held-out
+scores against the no-motion floor, strips, and one-line errors before anything is written."""
+
+import json
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, write_puppet_clips
+from modules import AnimatorModule
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import quality  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return write_puppet_clips(tmp_path_factory.mktemp("clips"), {"A": 11, "B": 12, "C": 13, "D": 14}, clips=1, replays=2, frames=6, size=32)
+
+
+def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters(clips, tmp_path, capsys):
+    out = tmp_path / "out"
+    quality.main(["--data", str(clips), "--held-out", "C", "D", "--budget", "4", "--size", "32", "--batch", "4", "--workers", "0",
+                  "--eval-clips", "2", "--eval-frames", "6", "--fps-size", "32", "--out", str(out),
+                  "--run", "rig=configs/rig.yaml --model.backbone.init_args.width=8 --model.backbone.init_args.depth=1",
+                  "--run", "kp=configs/keypoints.yaml,configs/backbone/expression_pose.yaml --model.backbone.init_args.depth=1"])
+    report = json.loads((out / "quality.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["rig", "kp"]
+    for result in report["results"]:
+        scores = result["scores"]
+        assert result["steps"] > 0 and result["fps"] > 0
+        for character in ("C", "D"):
+            for kind in ("floor", "abs", "rel", "rel+scale"):
+                assert 0 < scores[f"cross/l1/{kind}/{character}"] < 1, (kind, character)
+        assert scores["self/l1/floor"] > 0 and scores["self/face/floor"] > scores["self/l1/floor"], "expression pixels change most"
+    model = AnimatorModule.load_from_checkpoint(out / "kp.ckpt")
+    assert type(model.backbone).__name__ == "ExpressionPoseGenerator" and model.image_size == 32, "the trained model is kept"
+    strip = Image.open(out / "strip_rig.png")
+    assert strip.size[0] > strip.size[1] / 12 * 3, "four columns, twelve rows"
+    assert len(report["strip_rows"]) == 12 and {p for p, _ in report["strip_rows"]} == {"self", "cross"}
+    printed = capsys.readouterr().out
+    assert "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
+
+
+def test_floor_is_the_portrait_itself(clips):
+    rows = {"l1/floor": torch.tensor([0.1, 0.3]), "face/floor": torch.tensor([0.2, float("nan")]), "character": ["C", "D"],
+            "l1/abs": torch.tensor([0.05, 0.3]), "face/abs": torch.tensor([0.1, 0.1])}
+    scores = quality.summarise({"self": rows})
+    assert scores["self/l1/floor"] == pytest.approx(0.2) and scores["self/face/floor"] == pytest.approx(0.2), "empty face masks are left out"
+    assert scores["self/l1/abs/C"] == pytest.approx(0.05) and quality.under(0.05, 0.1) == "0.0500 (+50 %)"
+
+
+def test_bad_arguments_stop_with_one_line_before_writing(tmp_path, capsys):
+    out = tmp_path / "out"
+    for argv, words in ((["--data", str(tmp_path / "none")], "is not a folder"),
+                        (["--data", str(tmp_path), "--run", "x=configs/nothing.yaml"], "not found: configs/nothing.yaml"),
+                        (["--data", str(tmp_path), "--budget", "0"], "must be positive")):
+        with pytest.raises(SystemExit) as exc:
+            quality.main([*argv, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and words in err and "Traceback" not in err
+    assert not out.exists()
