@@ -61,7 +61,6 @@ from modules.losses import region_error, region_mask  # noqa: E402
 
 DEFAULT_RUNS = [
     "keypoints+warping-l1=configs/keypoints.yaml,configs/backbone/warping.yaml --model.reconstruction_beta=0",
-    "keypoints+warping=configs/keypoints.yaml,configs/backbone/warping.yaml",
     "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
     "rig+expression_pose=configs/rig.yaml",
     "rig+expression_pose-no_expression_loss=configs/rig.yaml --model.losses.expression=0",
@@ -327,8 +326,8 @@ def main(argv: list[str] | None = None) -> None:
             evaluation_guess = time.monotonic() - started
             results.append({"name": run.name, "configs": run.configs, "overrides": run.overrides, "steps": steps, "fps": fps, "scores": summarise(items)})
             print(f"{label}: {steps} steps; self L1 {results[-1]['scores']['self/l1/abs']:.4f} (floor {results[-1]['scores']['self/l1/floor']:.4f})", flush=True)
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        atomic_write_text(args.out / "quality.json", json.dumps({"settings": settings, "strip_rows": strips, "results": results}, indent=1))
+            settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+            atomic_write_text(args.out / "quality.json", json.dumps({"settings": settings, "strip_rows": strips, "results": results}, indent=1))
         print_table(results, args.held_out)
         print(f"\nwrote {args.out / 'quality.json'}, <run>.ckpt and strip_<run>.png (rows per held-out character: closed eyes, "
               "open mouth, head turn; self then cross)")

@@ -4,7 +4,10 @@ The driving motion comes from
 
 * a **human** video or webcam (``--driving 0``): MediaPipe's Face Landmarker → the checkpoint's adapter → the
   animator's descriptor space (needs a checkpoint from ``python -m lightning_app.train_adapter`` and
-  ``--landmarker face_landmarker.task``). Frames without a face hold the last seen motion;
+  ``--landmarker face_landmarker.task``). An animator whose descriptor reads the standard rig parameters
+  (``configs/rig.yaml``) needs no adapter: the face's geometric reading of those parameters (head angles, eye
+  and mouth opening, brows, gaze; relative to the median of its first ``--neutral-frames`` faces) drives it
+  directly (``--driver human``). Frames without a face hold the last seen motion;
 * an **anime** video or folder of frames: the animator's own descriptor reads it directly.
 
 ``--driver auto`` picks human when the checkpoint has an adapter. Motion is transferred **relative** to the
@@ -26,12 +29,14 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from datamodules.face_landmarks import FaceObservation, FaceTracker, landmark_features
+from datamodules.face_landmarks import FaceObservation, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
+from datamodules.parameters import default_parameters
 from lightning_app.checkpoints import load_animator
 from lightning_app.files import atomic_path
 from lightning_app.frames import open_frames
 from modules.animator_module import AnimatorModule
 from modules.descriptors.base import Motion, movement_scale
+from modules.descriptors.rig import normalise_rig_parameters
 from modules.errors import UserFacingError, exit_on_user_error
 
 
@@ -61,19 +66,26 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 class HumanMotion:
-    """Human frames → the descriptor's motion through MediaPipe and the adapter; faceless frames hold the last.
+    """Human frames → the descriptor's motion; faceless frames hold the last.
+
+    Through the animator's adapter (MediaPipe features → descriptor space), or, for a descriptor whose vector is
+    the standard rig parameters and no adapter, through the face's geometric reading of those parameters
+    (:func:`~datamodules.face_landmarks.parameters_from_measures`) relative to the median of the first faces.
 
     Args:
-        animator: an animator with an adapter.
+        animator: an animator with an adapter, or one whose descriptor has ``vector_is_parameters``.
         landmarker: MediaPipe's ``face_landmarker.task``.
         fps: the frame rate (VIDEO-mode timestamps).
-        neutral_frames: the neutral reference (:meth:`reference`) is the median adapter output over the first this
-            many frames with a face, so a blink or a glance in one frame does not become the rest pose.
+        neutral_frames: the neutral reference (:meth:`reference`) is the median adapter output (or face measures)
+            over the first this many frames with a face, so a blink or a glance in one frame does not become the
+            rest pose.
     """
 
     def __init__(self, animator: AnimatorModule, landmarker: Path, fps: float, neutral_frames: int = 15) -> None:
-        if animator.adapter is None:
-            raise UserFacingError("this checkpoint has no adapter, so a human cannot drive it; train one with python -m lightning_app.train_adapter")
+        self.geometric = animator.adapter is None and animator.descriptor.vector_is_parameters
+        if animator.adapter is None and not self.geometric:
+            raise UserFacingError("this checkpoint has no adapter, so a human cannot drive it; train one with python -m lightning_app.train_adapter "
+                                  "(or use an animator whose descriptor reads rig parameters, configs/rig.yaml)")
         if neutral_frames < 1:
             raise UserFacingError(f"--neutral-frames must be at least 1, got {neutral_frames}")
         self.animator, self.adapter = animator, animator.adapter
@@ -81,6 +93,8 @@ class HumanMotion:
         self.window: deque[np.ndarray] = deque(maxlen=getattr(self.adapter, "temporal_window", 1))
         self.neutral_frames = neutral_frames
         self.calibration: list[torch.Tensor] = []
+        self.neutral_faces: list[dict[str, float]] = []
+        self.last_vector: torch.Tensor | None = None
         self.faces = 0
         self.last_face: FaceObservation | None = None
 
@@ -90,6 +104,15 @@ class HumanMotion:
         if face is not None:
             self.faces += 1
             self.last_face = face
+        if self.geometric:
+            if face is not None:
+                measures = face_measures(face)
+                if len(self.neutral_faces) < self.neutral_frames:
+                    self.neutral_faces.append(measures)
+                params = parameters_from_measures(measures, neutral_measures(self.neutral_faces))
+                self.last_vector = normalise_rig_parameters(torch.from_numpy(params))[None]
+            return None if self.last_vector is None else self.animator.descriptor.motion_from_vector(self.last_vector)
+        if face is not None:
             self.window.append(landmark_features(face))
         if not self.window:
             return None
@@ -99,7 +122,10 @@ class HumanMotion:
         return self.animator.descriptor.motion_from_vector(vector)
 
     def reference(self) -> Motion:
-        """The neutral pose: the median adapter output over the calibration frames seen so far."""
+        """The neutral pose: the median adapter output over the calibration frames seen so far; for the geometric
+        reading the neutral parameters (the measures are already relative to the median face)."""
+        if self.geometric:
+            return self.animator.descriptor.motion_from_vector(normalise_rig_parameters(torch.from_numpy(default_parameters()))[None])
         return self.animator.descriptor.motion_from_vector(torch.cat(self.calibration).median(0).values[None])
 
 
@@ -146,6 +172,8 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
     human = driver == "human" or (driver == "auto" and animator.adapter is not None)
     if human and landmarker is None:
         raise UserFacingError("human driving needs --landmarker face_landmarker.task (MediaPipe's Face Landmarker bundle)")
+    if human and animator.adapter is None and animator.descriptor.spec.num_keypoints and not relative:
+        raise UserFacingError("--absolute: rig parameters read from a face do not say where the portrait's landmarks go; drive it relatively (drop --absolute)")
     stream = open_frames(driving, max_frames)
     frames, fps, count = stream.frames, stream.fps, stream.count
     human_motion = HumanMotion(animator, landmarker, fps, neutral_frames) if human else None  # type: ignore[arg-type]

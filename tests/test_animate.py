@@ -253,3 +253,29 @@ def test_a_video_without_a_face_is_reported(animator, tmp_path, capsys):
                       "--out", str(tmp_path / "o.mp4"), "--landmarker", str(LANDMARKER)])
     assert "no face found in any frame" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists(), "nothing half-written is left"
+
+
+@needs_mediapipe
+def test_a_rig_animator_is_driven_by_the_faces_geometry_without_an_adapter(tmp_path):
+    from lightning_app.animate import HumanMotion
+    from lightning_app.checkpoints import load_animator
+    from modules.descriptors.rig import normalise_rig_parameters
+
+    run_cli(tiny_args(tmp_path, config="rig.yaml", steps=1, extra=["--model.backbone.init_args.width=8"]))
+    checkpoint = next(tmp_path.glob("logs/run/version_0/checkpoints/last.ckpt"))
+    module = load_animator(checkpoint)
+    assert module.adapter is None
+    human = HumanMotion(module, LANDMARKER, fps=25.0, neutral_frames=3)
+    frames = human_frames(8)
+    vectors = torch.cat([human(frame).vector for frame in frames])
+    human.tracker.close()
+    tracker = FaceTracker(LANDMARKER, video=True, fps=25.0)
+    measures = [face_measures(tracker(frame)) for frame in frames]
+    tracker.close()
+    expected = normalise_rig_parameters(torch.from_numpy(parameters_from_measures(measures[7], neutral_measures(measures[:3]))))
+    assert torch.allclose(vectors[7], expected, atol=1e-5), "the face's parameters relative to its first faces' median"
+    assert torch.equal(human.reference().vector[0], normalise_rig_parameters(torch.from_numpy(default_parameters())))
+    assert vectors.abs().max() <= 1.0 and not torch.allclose(vectors[3], vectors[7]), "the rig follows the face"
+    cv2.imwrite(str(tmp_path / "p.png"), np.full((64, 64, 3), 200, np.uint8))
+    result = animate(checkpoint, tmp_path / "p.png", str(HUMAN_VIDEO), tmp_path / "rig.mp4", driver="human", landmarker=LANDMARKER, max_frames=6)
+    assert result["frames"] == 6 and result["faces"] == 6

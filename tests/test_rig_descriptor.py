@@ -79,7 +79,8 @@ def test_rig_training_on_footage_without_parameters_stops_naming_the_clips(tmp_p
         write_clip(root, info, {"frames": frames, "params": np.full((4, len(PARAMETER_NAMES)), np.nan, np.float32)})
     logs = tmp_path / "logs"
     args = tiny_args(tmp_path, config="rig.yaml", extra=[f"--config={CONFIGS / 'data' / 'live2d.yaml'}", f"--data.init_args.root={root}",
-                                                           "--data.init_args.held_out=[B]", "--data.init_args.augmentation=null"])
+                                                           "--data.init_args.held_out=[B]", "--data.init_args.augmentation=null",
+                                                           "--data.init_args.test_mode=self"])
     result = run_cli_process(args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "A/video_000" in result.stderr and "ground-truth parameters" in result.stderr and "Traceback" not in result.stderr

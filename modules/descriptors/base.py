@@ -59,17 +59,20 @@ class Motion:
         """Relative motion transfer: this (source) description moved by the driver's change since its first frame.
 
         Vectors, maps and keypoints get ``source + scale·(driving − driving_first)`` (``scale`` ``B``, 1 when
-        ``None``; see :func:`movement_scale`); Jacobians ``J_driving · J_first⁻¹ · J_source``.
+        ``None``; see :func:`movement_scale`); Jacobians ``J_driving · J_first⁻¹ · J_source``. Maps and keypoints
+        the driver does not give (a motion built from parameters alone) stay the source's.
         """
         factor = None if scale is None else scale.to(self.vector.dtype)
 
         def shift(source: Tensor | None, now: Tensor | None, first: Tensor | None) -> Tensor | None:
-            if source is None or now is None or first is None:
+            if source is None:
                 return None
+            if now is None or first is None:
+                return source
             change = now - first
             return source + (change if factor is None else factor.view(-1, *[1] * (change.dim() - 1)) * change)
 
-        jacobians = None
+        jacobians = self.jacobians
         if self.jacobians is not None and driving.jacobians is not None and driving_first.jacobians is not None:
             jacobians = driving.jacobians @ torch.linalg.inv(driving_first.jacobians) @ self.jacobians
         return Motion(
@@ -112,9 +115,12 @@ class MotionDescriptor(nn.Module, ABC):
 
     Attributes:
         needs_parameters: training needs ground-truth standard parameters (``driving_params``) in the data.
+        vector_is_parameters: the vector is the standard rig parameters (normalised to ``[-1, 1]``), so any reading
+            of them (a human face's geometry, a replay) drives the animator through :meth:`motion_from_vector`.
     """
 
     needs_parameters: bool = False
+    vector_is_parameters: bool = False
 
     @property
     @abstractmethod
