@@ -12,8 +12,8 @@ prediction against ``batch["target"]`` (the driving frame in self-reenactment, t
 cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation protocols
 (:mod:`datamodules.protocols`) test logs ``test/<protocol>/<split>/<metric>``, where cross-identity pairs are
 animated twice: ``cross_absolute`` (the driver's motion as is) and ``cross_relative`` (the driver's change since
-its first frame applied to the portrait, its keypoint movement scaled to the portrait's face size with
-``adapt_movement_scale``); test steps return the predictions for evaluation callbacks.
+its first frame applied to the portrait; with ``adapt_movement_scale`` its keypoint movement is scaled to the
+portrait's face size); test steps return the predictions for evaluation callbacks.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ class AnimatorModule(LightningModule):
         perceptual_weights: VGG-16 weights file; needed when ``losses.perceptual > 0``.
         adapt_movement_scale: in relative transfer, scale the driver's keypoint movement by the ratio of the
             portrait's keypoint spread to the driver's (FOMM's ``adapt_movement_scale``), so a small-faced driver
-            does not under-move a large-faced portrait; no effect for descriptors without keypoints.
+            does not under-move a large-faced portrait; no effect for descriptors without keypoints. Off by default:
+            on held-out Live2D characters it made relative cross-identity L1 worse for every keypoint config
+            measured (``benchmarks/quality.py``; README, Quality).
         optimizer: optimizer class with its settings (AdamW by default); the schedule lives in a callback.
     """
 
@@ -79,7 +81,7 @@ class AnimatorModule(LightningModule):
         rgb_blur_sigma: float = 2.0,
         reconstruction_beta: float = 0.1,
         perceptual_weights: str | None = None,
-        adapt_movement_scale: bool = True,
+        adapt_movement_scale: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()

@@ -14,7 +14,7 @@ CASES = [
     ("semantic.yaml", "convnext_unet.yaml", SemanticDescriptor, FiLMUNet, ["descriptor/segmentation"]),
     ("dino_regions.yaml", "warping.yaml", ViTDescriptor, WarpingGenerator, ["descriptor/segmentation"]),
     ("keypoints.yaml", "expression_pose.yaml", KeypointDescriptor, ExpressionPoseGenerator, ["descriptor/equivariance", "backbone/warp_mask", "expression"]),
-    ("rig.yaml", None, RigDescriptor, ExpressionPoseGenerator, ["descriptor/parameters", "backbone/warp_mask", "backbone/change_outside", "expression", "motion"]),
+    ("rig.yaml", None, RigDescriptor, ExpressionPoseGenerator, ["descriptor/parameters", "descriptor/keypoints", "backbone/warp_mask", "backbone/change_outside", "expression", "motion"]),
 ]
 
 
