@@ -63,7 +63,7 @@ DEFAULT_RUNS = [
     "keypoints+warping-l1=configs/keypoints.yaml,configs/backbone/warping.yaml --model.reconstruction_beta=0",
     "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
     "rig+expression_pose=configs/rig.yaml",
-    "rig+expression_pose-no_expression_loss=configs/rig.yaml --model.losses.expression=0",
+    "rig+expression_pose-expression_loss=configs/rig.yaml --model.losses.expression=1",
 ]
 DATA_CONFIG = ROOT / "configs" / "data" / "live2d.yaml"
 

@@ -13,8 +13,8 @@ CASES = [
     ("keypoints.yaml", "warping.yaml", KeypointDescriptor, WarpingGenerator, ["descriptor/equivariance"]),
     ("semantic.yaml", "convnext_unet.yaml", SemanticDescriptor, FiLMUNet, ["descriptor/segmentation"]),
     ("dino_regions.yaml", "warping.yaml", ViTDescriptor, WarpingGenerator, ["descriptor/segmentation"]),
-    ("keypoints.yaml", "expression_pose.yaml", KeypointDescriptor, ExpressionPoseGenerator, ["descriptor/equivariance", "backbone/warp_mask", "expression"]),
-    ("rig.yaml", None, RigDescriptor, ExpressionPoseGenerator, ["descriptor/parameters", "descriptor/keypoints", "backbone/warp_mask", "backbone/change_outside", "expression", "motion"]),
+    ("keypoints.yaml", "expression_pose.yaml", KeypointDescriptor, ExpressionPoseGenerator, ["descriptor/equivariance", "backbone/warp_mask"]),
+    ("rig.yaml", None, RigDescriptor, ExpressionPoseGenerator, ["descriptor/parameters", "descriptor/keypoints", "backbone/warp_mask", "backbone/change_outside", "motion"]),
 ]
 
 

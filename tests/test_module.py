@@ -33,6 +33,10 @@ def test_terms_follow_the_weights(batch):
     assert set(full) == {"reconstruction", "identity", "tv", "motion"}
     bare, _ = make_module(losses=LossWeights(identity=0.0, tv=0.0, motion=0.0)).compute_losses(batch)
     assert set(bare) == {"reconstruction"}
+    expression, _ = make_module(losses=LossWeights(expression=1.0)).compute_losses(batch)
+    assert expression["expression"] > expression["reconstruction"], "the eye/brow/mouth pixels are where frames differ most"
+    without_maps, _ = make_module(losses=LossWeights(expression=1.0)).compute_losses({k: v for k, v in batch.items() if "regions" not in k})
+    assert "expression" not in without_maps
     rgb, _ = make_module(motion_loss="rgb_residual").compute_losses(batch)
     assert rgb["motion"] > 0
 
