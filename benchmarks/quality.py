@@ -179,7 +179,7 @@ def evaluate(model, datamodule, clips: int, frames: int) -> dict:
             source, target = batch["source"], batch["target"]
             outputs = {}
             model.adapt_movement_scale = False
-            plain = model.animate(source, batch["driving"], batch["driving_first"])
+            plain = model.animate(source, batch["driving"], batch["driving_first"] if protocol == "cross" else None)
             outputs["abs"] = plain["absolute"]
             if protocol == "cross":
                 outputs["rel"] = plain["relative"]

@@ -39,6 +39,14 @@ _NEGATED = [PARAMETER_INDEX[k] for k in ("ParamAngleX", "ParamAngleZ", "ParamEye
 _SWAPPED = [(PARAMETER_INDEX["ParamEyeLOpen"], PARAMETER_INDEX["ParamEyeROpen"]), (PARAMETER_INDEX["ParamBrowLY"], PARAMETER_INDEX["ParamBrowRY"])]
 
 
+def _swap_sides(values: Tensor) -> Tensor:
+    """A copy of per-parameter values ``B×P`` with the left and right parameters exchanged."""
+    swapped = values.clone()
+    for a, b in _SWAPPED:
+        swapped[:, [a, b]] = values[:, [b, a]]
+    return swapped
+
+
 class PairAugmentation(nn.Module):
     """Random augmentation of whole pairs, applied on the batch (on its device) during training only.
 
@@ -86,16 +94,10 @@ class PairAugmentation(nn.Module):
         for key in KEYPOINT_KEYS:
             if key in out:
                 out[key] = torch.where(flipped[:, None, None], out[key][:, self._keypoint_mirror], out[key])
-        for key in PARAM_KEYS:
+        for key in (*PARAM_KEYS, MASK_KEY):
             if key in out:
-                mirrored = out[key].clone()
-                mirrored[:, _NEGATED] = -mirrored[:, _NEGATED]
-                for a, b in _SWAPPED:
-                    mirrored[:, [a, b]] = mirrored[:, [b, a]]
+                mirrored = _swap_sides(out[key])
+                if key != MASK_KEY:
+                    mirrored[:, _NEGATED] = -mirrored[:, _NEGATED]
                 out[key] = torch.where(flipped[:, None], mirrored, out[key])
-        if MASK_KEY in out:
-            mirrored = out[MASK_KEY].clone()
-            for a, b in _SWAPPED:
-                mirrored[:, [a, b]] = mirrored[:, [b, a]]
-            out[MASK_KEY] = torch.where(flipped[:, None], mirrored, out[MASK_KEY])
         return out

@@ -44,7 +44,8 @@ from modules.losses import region_mask
 
 class ExpressionPoseGenerator(FiLMUNet):
     """Head warp + expression synthesis on a FiLM U-Net trunk; works with every descriptor (it reads the motion
-    vectors through FiLM and the motion maps, where there are any, at its input).
+    vectors through FiLM and as constant input channels, the motion maps where there are any at its input, and
+    the keypoints where there are any through their dense motion).
 
     Args:
         motion: what the descriptor emits (given by the AnimatorModule).
@@ -112,10 +113,8 @@ class ExpressionPoseGenerator(FiLMUNet):
         flow, warp_mask = self.flow_scale * coarse[:, :2], torch.sigmoid(coarse[:, 2:])
         grid = create_meshgrid(*size, normalized_coordinates=True, device=source.device, dtype=source.dtype)
         if self.dense_motion is not None:
-            small = F.interpolate(source, scale_factor=self.motion_scale, mode="bilinear", align_corners=False, antialias=True)
-            dense, _ = self.dense_motion(small, source_motion, driving_motion)
-            dense = F.interpolate(dense.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True)
-            flow = flow + dense - grid.permute(0, 3, 1, 2)
+            dense, _ = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
+            flow = flow + (dense - grid).permute(0, 3, 1, 2)
         warped = F.grid_sample(source, grid + (warp_mask * flow).permute(0, 2, 3, 1), align_corners=True, padding_mode="border")
         prediction = warped + change_mask * correction  # (1 − m)·warped + m·colour, colour = warped + correction
         return Generated(prediction, {"flow": flow, "warp_mask": warp_mask, "change_mask": change_mask, "warped": warped})

@@ -74,6 +74,15 @@ class DenseMotion(nn.Module):
         dense = (mask[..., None] * flows).sum(dim=1)
         return dense, torch.sigmoid(self.occlusion(u0))
 
+    def at_image_size(self, source: Tensor, source_motion: Motion, driving_motion: Motion, scale: float) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` on ``source`` ``B×C×H×W`` reduced to ``scale`` of its size (antialiased), with the flow
+        ``B×H×W×2`` and occlusion ``B×1×H×W`` brought back to ``H×W``."""
+        small = F.interpolate(source, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+        flow, occlusion = self(small, source_motion, driving_motion)
+        size = source.shape[-2:]
+        flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+        return flow, F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False)
+
 
 class ResBlock(nn.Module):
     """Pre-activation residual block."""
@@ -133,19 +142,11 @@ class WarpingGenerator(AnimatorBackbone):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def motion_field(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor]:
-        """Dense backward flow ``B×H×W×2`` and occlusion ``B×1×H×W`` at the image's resolution."""
-        small = F.interpolate(source, scale_factor=self.motion_scale, mode="bilinear", align_corners=False, antialias=True)
-        flow, occlusion = self.dense_motion(small, source_motion, driving_motion)
-        size = source.shape[-2:]
-        flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
-        return flow, F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False)
-
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
         height, width = source.shape[-2:]
         if height % 4 or width % 4:
             raise ValueError(f"WarpingGenerator needs H and W divisible by 4, got {height}×{width}")
-        flow, occlusion = self.motion_field(source, source_motion, driving_motion)
+        flow, occlusion = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
         features = self.encoder(source)
         quarter = features.shape[-2:]
         flow_quarter = F.interpolate(flow.permute(0, 3, 1, 2), size=quarter, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
