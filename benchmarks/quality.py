@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callbacks import GradientNormClipping  # noqa: E402
+from datamodules.live2d_datamodule import DEFAULT_HELD_OUT  # noqa: E402
 from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from datamodules.puppet import EXPRESSION_REGIONS  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="rendered Live2D clips (python -m lightning_app.render)")
     parser.add_argument("--run", action="append", help=f"NAME=CONFIG[,CONFIG...] [overrides]; default: {' | '.join(DEFAULT_RUNS)}")
-    parser.add_argument("--held-out", nargs="+", default=["Mark", "Rice"], help="characters no run trains on")
+    parser.add_argument("--held-out", nargs="+", default=list(DEFAULT_HELD_OUT), help="characters no run trains on (default: the default split)")
     parser.add_argument("--budget", type=float, default=480.0, help="training seconds per run")
     parser.add_argument("--size", type=int, default=64, help="image size")
     parser.add_argument("--batch", type=int, default=8)

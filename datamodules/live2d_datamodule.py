@@ -19,6 +19,8 @@ Pairs:
 from __future__ import annotations
 
 import warnings
+from typing import Literal
+
 import cv2
 import numpy as np
 import torch
@@ -146,6 +148,14 @@ class Live2DClipPairs(Dataset):
         return item
 
 
+# The default split over the seventeen characters of ../shared/live2d (README, "Characters and split"): Mark and
+# Rice (Cubism 3, held out since the first split, so numbers compare across versions), Epsilon (Cubism 2) and both
+# cats, Hijiki and Tororo (one Cubism 2 rig in two colourings: training on one would leak the other's geometry).
+# Twelve characters train: Haru, Hiyori, Mao, Wanko (a dog) and Haruto, Hibiki, Koharu, Miku, Nipsilon, Shizuku,
+# Tsumiki, Z16.
+DEFAULT_HELD_OUT: tuple[str, ...] = ("Mark", "Rice", "Epsilon", "Hijiki", "Tororo")
+
+
 class Live2DClipDataModule(PairDataModule):
     """Rendered Live2D clips, split by character.
 
@@ -154,7 +164,8 @@ class Live2DClipDataModule(PairDataModule):
         image_size: square frame size fed to the model (linked to the model by the CLI).
         batch_size: pairs per batch.
         num_workers: DataLoader worker processes.
-        held_out: characters kept out of training, used for validation and test.
+        held_out: characters kept out of training, used for validation and test; unset, those of
+            :data:`DEFAULT_HELD_OUT` that the dataset has.
         train_pairs: pairs per training epoch.
         val_pairs: validation pairs (deterministic).
         test_pairs: test pairs (deterministic).
@@ -168,6 +179,10 @@ class Live2DClipDataModule(PairDataModule):
             training and held-out characters; unset, test uses ``test_pairs`` random pairs of ``test_mode``.
         test_clips: clips per split and protocol (taken from the characters in turn).
         test_clip_frames: frames per evaluation clip.
+        without_ground_truth: what to do with clips that have no region maps and keypoints (imported video, a
+            model whose face the renderer could not label) when other clips have them: ``skip`` leaves them out
+            (with a warning naming them), so batches keep the ground truth; ``keep`` uses them and drops the
+            ground truth from every batch.
     """
 
     def __init__(
@@ -189,6 +204,7 @@ class Live2DClipDataModule(PairDataModule):
         test_protocols: list[Protocol] | None = None,
         test_clips: int = 4,
         test_clip_frames: int = 30,
+        without_ground_truth: Literal["skip", "keep"] = "skip",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augmentation"])
@@ -199,13 +215,20 @@ class Live2DClipDataModule(PairDataModule):
             warnings.warn(f"skipping {len(bad)} bad clip(s) under {root}:\n  " + "\n  ".join(bad), stacklevel=2)
         if not clips:
             raise UserFacingError(f"no clips under {root!r}; render them with: python -m lightning_app.render --models ... --out {root}")
+        lacking = [c for c in clips if not set(GROUND_TRUTH) <= set(c.ground_truth)]
+        if lacking and len(lacking) < len(clips) and without_ground_truth == "skip":
+            names = sorted({c.character for c in lacking})
+            warnings.warn(f"leaving out {len(lacking)} clip(s) without region maps and keypoints ({', '.join(names)}) so that batches keep "
+                          "the ground truth of the others; data.init_args.without_ground_truth=keep uses them and drops it", stacklevel=2)
+            clips = [c for c in clips if c not in lacking]
         characters = sorted({c.character for c in clips})
-        held = set(held_out or [])
+        held = set(held_out) if held_out is not None else {c for c in DEFAULT_HELD_OUT if c in characters}
         unknown = held - set(characters)
         if unknown:
             raise UserFacingError(f"held_out names characters not in {root!r}: {', '.join(sorted(unknown))} (found {', '.join(characters)})")
         if not held or held == set(characters):
-            raise UserFacingError(f"held_out must name some but not all of the characters in {root!r}: {', '.join(characters)}")
+            default = "" if held_out is not None else f" (the default split holds out {', '.join(DEFAULT_HELD_OUT)}; give held_out)"
+            raise UserFacingError(f"held_out must name some but not all of the characters in {root!r}: {', '.join(characters)}{default}")
         train = [c for c in characters if c not in held]
         evaluation = sorted(held)
         common = {"image_size": image_size, "max_gap": max_gap, "background": background}

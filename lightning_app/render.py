@@ -1,11 +1,17 @@
 """Render Live2D training clips: ``python -m lightning_app.render --models ../shared/live2d --out data/live2d``.
 
-For every ``<models>/<Name>/<Name>.model3.json`` it renders ``--clips`` clips along random smooth trajectories
+For every model folder ``<models>/<Name>/`` (Cubism 3/4 ``*.model3.json`` or Cubism 2 ``*.model.json``) it renders ``--clips`` clips along random smooth trajectories
 of the standard face parameters, ``--replays`` trajectories shared by all characters (the same motion on
 every character: cross-identity ground truth) and, with ``--motions``, the model's own authored motions. Clips
 are head crops of ``--size`` pixels with per-frame region maps and keypoints, written atomically in the format of
 :mod:`datamodules.live2d.clips`; finished clips are skipped, so an interrupted run resumes. Work is
 spread over ``--workers`` spawned processes (each owns its GL context) with a progress bar.
+
+Models are isolated: one whose files fail the checks (made in this process, before any worker loads it), whose
+loading raises, or that kills its worker is reported with the reason, its clips are skipped and the others still
+render (a dead worker's pool is replaced). ``index.json`` lists the clips written, each character's ground truth
+(or why it has none) and the failed models with their attempts; a rerun retries a failed model once more and then
+leaves it out until ``--retry-failed``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from datamodules.live2d.clips import ClipInfo, index_clips
+from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip
 from datamodules.parameters import PARAMETER_NAMES
@@ -29,13 +36,14 @@ from lightning_app.files import atomic_write_text
 from modules.errors import UserFacingError, exit_on_user_error
 
 REPLAY_SEED_BASE = 1_000_000
+MAX_ATTEMPTS = 2  # a model that failed this often is left out of reruns unless --retry-failed
 
 
 def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
-    """``{Name: model3.json}`` for the model folders under ``models`` (only ``names`` if given)."""
-    found = {p.parent.name: p for p in sorted(models.glob("*/*.model3.json"))}
+    """``{Name: setting file}`` for the model folders under ``models`` (only ``names`` if given)."""
+    found = find_setting_files(models)
     if not found:
-        raise UserFacingError(f"no <Name>/*.model3.json under {str(models)!r}")
+        raise UserFacingError(f"no <Name>/*.model3.json or <Name>/*.model.json under {str(models)!r}")
     if names:
         unknown = sorted(set(names) - set(found))
         if unknown:
@@ -61,9 +69,17 @@ def read_region_overrides(path: Path) -> dict[str, dict[str, str]]:
 
 
 def authored_motions(model_json: Path) -> list[str]:
-    """``"Group:index"`` for every motion listed in a model3.json."""
-    groups = json.loads(model_json.read_text(encoding="utf-8")).get("FileReferences", {}).get("Motions", {})
-    return [f"{group}:{i}" for group, entries in groups.items() for i in range(len(entries))]
+    """``"Group:index"`` for every usable motion of a setting file of either generation; none where a motion
+    file is damaged (loading the model with its motions would hand it to the native core), with a warning."""
+    files = read_model_files(model_json)
+    try:
+        files.check_motions_loadable()
+    except Live2DModelError as exc:
+        print(f"warning: no authored-motion clips for {files.name}: {exc}", file=sys.stderr)
+        return []
+    for motion, problem in files.motion_problems.items():
+        print(f"warning: {files.name} motion {motion} skipped: {problem}", file=sys.stderr)
+    return list(files.motions)
 
 
 def plan_clips(characters: dict[str, Path], clips: int, replays: int, frames: int, fps: float, size: int, seed: int,
@@ -84,35 +100,100 @@ def plan_clips(characters: dict[str, Path], clips: int, replays: int, frames: in
     return plan
 
 
+def _read_index(out: Path) -> dict:
+    try:
+        return json.loads((out / "index.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, replays: int = 2, frames: int = 60, fps: float = 30.0,
                    workers: int = 2, seed: int = 0, physics: bool = False, characters: list[str] | None = None,
-                   motions: bool = False, region_overrides: dict[str, dict[str, str]] | None = None) -> int:
-    """Render what is missing under ``out``, then write ``out/index.json``; returns the number of clips rendered."""
+                   motions: bool = False, region_overrides: dict[str, dict[str, str]] | None = None, retry_failed: bool = False) -> int:
+    """Render what is missing under ``out``, then write ``out/index.json``; returns the number of clips rendered.
+
+    Failed models are reported on stderr and recorded in ``index.json``; the others still render.
+    """
     found = find_models(models, characters)
-    plan = [c for c in plan_clips(found, clips, replays, frames, fps, size, seed, motions) if not (out / c.character / c.name / "clip.json").is_file()]
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool, Progress() as progress:
+    previous = _read_index(out)
+    before = previous.get("failed", {})
+    failed: dict[str, dict] = {n: e for n, e in before.items() if n in found and e.get("attempts", 0) >= MAX_ATTEMPTS and not retry_failed}
+    for name, entry in failed.items():
+        print(f"warning: {name} left out: failed {entry['attempts']} times ({entry['error']}); --retry-failed tries again", file=sys.stderr)
+    left_out = set(failed)
+    for name, path in found.items():
+        if name in failed:
+            continue
+        try:
+            read_model_files(path)
+        except Live2DModelError as exc:
+            failed[name] = {"error": str(exc)}
+    renderable = {n: p for n, p in found.items() if n not in failed}
+    plan = [c for c in plan_clips(renderable, clips, replays, frames, fps, size, seed, motions) if not (out / c.character / c.name / "clip.json").is_file()]
+    problems: dict[str, str | None] = dict(previous.get("ground_truth_problems", {}))
+    overrides = region_overrides or {}
+    rendered = 0
+    with Progress() as progress:
         bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
-        overrides = region_overrides or {}
-        futures = {pool.submit(render_clip, str(found[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
-        for future in as_completed(futures):
-            clip = futures[future]
-            try:
-                future.result()
-            except BrokenProcessPool as exc:
-                raise UserFacingError(f"a rendering process died on {clip.character}/{clip.name} ({found[clip.character]}); "
-                                      "finished clips are kept, run again to resume") from exc
-            progress.advance(bar)
+        while plan:
+            plan = [c for c in plan if c.character not in failed]
+            with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(render_clip, str(renderable[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
+                remaining = []
+                for future in as_completed(futures):
+                    clip = futures[future]
+                    try:
+                        _, problems[clip.character] = future.result()
+                        rendered += 1
+                    except BrokenProcessPool:
+                        remaining.append(clip)
+                        continue
+                    except UserFacingError as exc:
+                        failed.setdefault(clip.character, {"error": str(exc)})
+                    progress.advance(bar)
+            if remaining:
+                # the pool died: a model killed its worker. Retry its clips one at a time to find which.
+                plan = _isolate_crash(remaining, renderable, out, physics, overrides, failed, problems, progress, bar)
+                rendered += sum(1 for c in remaining if (out / c.character / c.name / "clip.json").is_file())
+            else:
+                plan = []
+    for name in set(failed) - left_out:
+        failed[name]["attempts"] = before.get(name, {}).get("attempts", 0) + 1
+        print(f"error: {name} not rendered: {failed[name]['error']}", file=sys.stderr)
     written, bad = index_clips(out)
     for line in bad:
         print(f"warning: skipped bad clip: {line}", file=sys.stderr)
-    index = {"format": 1, "parameter_names": list(PARAMETER_NAMES), "clips": [f"{c.character}/{c.name}" for c in written]}
+    for name, problem in sorted(problems.items()):
+        if problem:
+            print(f"note: {name} has frames and parameters only: {problem}", file=sys.stderr)
+    index = {"format": 1, "parameter_names": list(PARAMETER_NAMES), "clips": [f"{c.character}/{c.name}" for c in written],
+             "ground_truth_problems": {k: v for k, v in sorted(problems.items()) if v}, "failed": failed}
     atomic_write_text(out / "index.json", json.dumps(index, indent=1))
-    return len(plan)
+    return rendered
+
+
+def _isolate_crash(clips: list[ClipInfo], renderable: dict[str, Path], out: Path, physics: bool, overrides: dict,
+                   failed: dict[str, dict], problems: dict, progress: Progress, bar) -> list[ClipInfo]:
+    """Render each character's first unfinished clip alone; a character whose worker dies is marked failed.
+    Returns the clips still to render."""
+    survivors = []
+    for character in dict.fromkeys(c.character for c in clips):
+        mine = [c for c in clips if c.character == character]
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                _, problems[character] = pool.submit(render_clip, str(renderable[character]), str(out), mine[0], physics, overrides.get(character)).result()
+                progress.advance(bar)
+                survivors.extend(mine[1:])
+            except BrokenProcessPool:
+                failed[character] = {"error": f"the rendering process died on {character}/{mine[0].name} ({renderable[character]}): a malformed model?"}
+            except UserFacingError as exc:
+                failed[character] = {"error": str(exc)}
+    return survivors
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=Path, required=True, help="folder of <Name>/<Name>.model3.json model folders")
+    parser.add_argument("--models", type=Path, required=True, help="folder of model folders <Name>/*.model3.json (Cubism 3/4) or <Name>/*.model.json (Cubism 2)")
     parser.add_argument("--out", type=Path, required=True, help="dataset folder")
     parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
     parser.add_argument("--clips", type=int, default=4, help="random-trajectory clips per character")
@@ -126,11 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--motions", action="store_true", help="also render each authored motion (at most --frames frames)")
     parser.add_argument("--region-overrides", type=Path, help="JSON {Name: {part or drawable ID: kind}} for region maps "
                         f"where the model's names are not informative (kinds: {', '.join(KINDS)})")
+    parser.add_argument("--retry-failed", action="store_true", help=f"render models that failed {MAX_ATTEMPTS} times before")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         overrides = read_region_overrides(args.region_overrides) if args.region_overrides else None
         count = render_dataset(args.models, args.out, args.size, args.clips, args.replays, args.frames, args.fps,
-                               args.workers, args.seed, args.physics, args.characters, args.motions, overrides)
+                               args.workers, args.seed, args.physics, args.characters, args.motions, overrides, args.retry_failed)
     print(f"rendered {count} clips into {args.out}")
 
 

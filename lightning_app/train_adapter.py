@@ -1,7 +1,7 @@
 """Train the MediaPipe-to-canonical adapter of a trained animator::
 
     python -m lightning_app.train_adapter --animator CKPT --landmarker face_landmarker.task --out CKPT \\
-        [--clips data/live2d --held-out Mark Rice] \\
+        [--clips data/live2d] [--held-out NAME ...] \\
         [--videos human/*.mp4 --held-out-videos d3 --models ../shared/live2d --cache data/human_pairs]
 
 Training pairs (:mod:`lightning_app.adapter_pairs`) come from either route or both: ``--clips`` (MediaPipe on
@@ -41,6 +41,7 @@ from torch import Tensor
 
 from datamodules.face_landmarks import FaceTracker
 from datamodules.live2d.clips import index_clips
+from datamodules.live2d_datamodule import DEFAULT_HELD_OUT
 from datamodules.parameters import PARAMETER_INDEX, normalize_parameters
 from lightning_app.adapter_pairs import PairSequence, human_pairs, live2d_pairs
 from lightning_app.checkpoints import load_animator, save_animator
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--landmarker", type=Path, required=True, help="MediaPipe face_landmarker.task")
     parser.add_argument("--out", type=Path, required=True, help="animator checkpoint with the adapter, for lightning_app.animate")
     parser.add_argument("--clips", type=Path, help="route 1: rendered Live2D clips (python -m lightning_app.render)")
-    parser.add_argument("--held-out", nargs="*", default=[], help="characters kept for validation (and not rendered with human poses)")
+    parser.add_argument("--held-out", nargs="*", default=list(DEFAULT_HELD_OUT),
+                        help="characters kept for validation (and not rendered with human poses); default: the default split")
     parser.add_argument("--videos", type=Path, nargs="*", default=[], help="route 2: human face videos")
     parser.add_argument("--held-out-videos", nargs="*", default=[], help="video stems kept for validation")
     parser.add_argument("--models", type=Path, help="Live2D model folders the human poses are rendered on (route 2)")

@@ -90,10 +90,11 @@ class StopAfterValidationAt(Callback):
 
 
 def write_puppet_clips(root: Path, characters: dict[str, int], clips: int = 1, replays: int = 1, frames: int = 8, size: int = 32,
-                       missing: dict[str, tuple[str, ...]] | None = None) -> Path:
+                       missing: dict[str, tuple[str, ...]] | None = None, without_ground_truth: tuple[str, ...] = ()) -> Path:
     """A clip dataset in the Live2D clip format made of puppet renders (no licensed data): per character
     (``name → puppet identity seed``) ``clips`` random trajectories and ``replays`` trajectories shared by all,
-    with region maps and keypoints; ``missing`` lists parameters a character is declared to lack."""
+    with region maps and keypoints except for the characters in ``without_ground_truth``; ``missing`` lists
+    parameters a character is declared to lack."""
     for character, seed in characters.items():
         identity = PuppetIdentity.from_seed(seed)
         plan = [(f"random_{i:03d}", "random", 1000 * seed + i) for i in range(clips)] + [(f"replay_{r:03d}", "replay", 10**6 + r) for r in range(replays)]
@@ -103,8 +104,11 @@ def write_puppet_clips(root: Path, characters: dict[str, int], clips: int = 1, r
             regions = np.stack([f.regions for f in rendered])
             alpha = (regions > 0).astype(np.float32)[..., None]
             rgba = np.concatenate([np.stack([f.image for f in rendered]) * alpha, 255 * alpha], -1).round().astype(np.uint8)
+            truth = () if character in without_ground_truth else GROUND_TRUTH
             info = ClipInfo(character, name, source, trajectory_seed, 30.0, size, frames, PARAMETER_NAMES,
-                            tuple((missing or {}).get(character, ())), ground_truth=GROUND_TRUTH)
-            write_clip(root, info, {"frames": rgba, "params": params.astype(np.float32), "regions": regions,
-                                    "keypoints": np.stack([f.keypoints for f in rendered])})
+                            tuple((missing or {}).get(character, ())), ground_truth=truth)
+            arrays = {"frames": rgba, "params": params.astype(np.float32)}
+            if truth:
+                arrays.update(regions=regions, keypoints=np.stack([f.keypoints for f in rendered]))
+            write_clip(root, info, arrays)
     return root

@@ -1,5 +1,5 @@
-"""``Live2DCharacter``: one Live2D Cubism model, posed by the standard parameters and rendered as a head crop
-with its ground truth (region map, keypoints).
+"""``Live2DCharacter``: one Live2D model of either generation (Cubism 3/4 or Cubism 2), posed by the standard
+parameters and rendered as a head crop with its ground truth (region map, keypoints).
 
 Import this module only in the process that renders (it imports ``live2d`` and creates the GL context lazily;
 see :mod:`datamodules.live2d.headless_gl`). The model files are checked in Python first, because a missing or
@@ -9,23 +9,32 @@ Rendering is deterministic: automatic blink and breath are off, no motions or ex
 is loaded only when asked for, and every frame uses the same fixed time step. The portrait crop is a square
 around the face drawables (skin, eyes, brows, mouth; see :mod:`datamodules.live2d.regions`) at the default pose,
 fixed for the character (stable over a clip).
+
+The generations differ only in how the drawables' parts are found and how the label twin is coloured: Cubism 3
+reads the part tree from the ``.moc3`` (:mod:`datamodules.live2d.moc`) and paints label textures; Cubism 2 finds
+each drawable's part with a colour probe and colours the twin's parts (:mod:`datamodules.live2d.cubism2`, which
+also lists what Cubism 2 cannot tell). A model whose face lacks eyes or a mouth (and has no region overrides
+for them) still renders frames and parameters; :attr:`Live2DCharacter.ground_truth_problem` says why it has no
+region maps and keypoints.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from datamodules.live2d.cubism2 import cubism2_layout, paint_parts, visible_parts
 from datamodules.live2d.headless_gl import HeadlessGL, live2d
 from datamodules.live2d.keypoints import rig_keypoints
+from datamodules.live2d.model_files import Live2DModelError, read_model_files
 from datamodules.live2d.moc import read_moc_layout
-from datamodules.live2d.regions import REGION_OVERRIDES, check_overrides, decode_labels, drawable_kind, paint_label_textures, region_names
+from datamodules.live2d.regions import (REGION_OVERRIDES, check_overrides, decode_labels, drawable_kind, paint_label_textures,
+                                        region_names, split_sides)
 from datamodules.parameters import PARAMETER_NAMES, STANDARD_PARAMETERS, default_parameters
-from modules.errors import UserFacingError
+from datamodules.puppet import KEYPOINT_NAMES
 
 # Other spellings of the standard parameters: Cubism 2-era IDs, and the vowel "A" that opens the mouth on models
 # animated by vowels instead of ParamMouthOpenY.
@@ -44,42 +53,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 FACE_KINDS = ("face", "eye", "iris", "brow", "mouth", "nose")  # the kinds that make up the face for the crop
 _TIME_STEP = 1.0 / 30.0
-
-
-class Live2DModelError(UserFacingError):
-    """A Live2D model's files are missing, malformed, or it lacks the standard face parameters."""
-
-
-def check_model_files(model_json: str | Path) -> dict:
-    """Parse ``*.model3.json`` and check that every file it references exists and the .moc3 has its header.
-
-    Returns:
-        The parsed JSON.
-
-    Raises:
-        Live2DModelError: naming the file and the problem.
-    """
-    path = Path(model_json)
-    if not path.is_file():
-        raise Live2DModelError(f"Live2D model file {str(path)!r} does not exist")
-    try:
-        setting = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Live2DModelError(f"{str(path)!r} is not a readable model3.json: {exc}") from exc
-    refs = setting.get("FileReferences") if isinstance(setting, dict) else None
-    if not isinstance(refs, dict) or not isinstance(refs.get("Moc"), str) or not isinstance(refs.get("Textures"), list):
-        raise Live2DModelError(f"{str(path)!r} lacks FileReferences.Moc (a path) and FileReferences.Textures (a list)")
-    referenced = [("Moc", refs["Moc"])] + [(f"Textures[{i}]", t) for i, t in enumerate(refs["Textures"])]
-    referenced += [(key, refs[key]) for key in ("Physics", "Pose") if isinstance(refs.get(key), str)]
-    for key, relative in referenced:
-        if not (path.parent / relative).is_file():
-            raise Live2DModelError(f"{str(path)!r}: FileReferences.{key} = {relative!r} does not exist")
-    moc = path.parent / refs["Moc"]
-    with open(moc, "rb") as handle:
-        header = handle.read(64)
-    if len(header) < 64 or header[:4] != b"MOC3":
-        raise Live2DModelError(f"{str(moc)!r} is not a .moc3 file (no MOC3 header; truncated or corrupt?)")
-    return setting
 
 
 @dataclass(frozen=True)
@@ -123,21 +96,22 @@ class Live2DFrame:
 
     Attributes:
         image: ``S×S×4`` uint8 RGBA, alpha premultiplied.
-        regions: ``S×S`` uint8 indices into :data:`~datamodules.puppet.REGIONS`.
+        regions: ``S×S`` uint8 indices into :data:`~datamodules.puppet.REGIONS`; ``None`` for a model without
+            ground truth.
         keypoints: ``K×2`` float32 pixel coordinates (x right, y down) in
-            :data:`~datamodules.puppet.KEYPOINT_NAMES` order.
+            :data:`~datamodules.puppet.KEYPOINT_NAMES` order; ``None`` for a model without ground truth.
     """
 
     image: np.ndarray
-    regions: np.ndarray
-    keypoints: np.ndarray
+    regions: np.ndarray | None
+    keypoints: np.ndarray | None
 
 
 class Live2DCharacter:
     """A Live2D model rendered headlessly as a ``size×size`` head crop with region maps and keypoints.
 
     Args:
-        model_json: the model's ``*.model3.json``.
+        model_json: the model's ``*.model3.json`` (Cubism 3/4) or ``*.model.json`` (Cubism 2).
         size: output height and width in pixels.
         physics: load the model's physics (hair and clothes sway); off gives frames that depend only on the
             parameters.
@@ -147,7 +121,7 @@ class Live2DCharacter:
             published, physics included (live2d-py 1.0.0 crashes on a model loaded from an edited JSON string
             that lists motions).
         region_overrides: part or drawable ID → kind, on top of :data:`~datamodules.live2d.regions.REGION_OVERRIDES`
-            for this model (see :mod:`datamodules.live2d.regions`).
+            for this model (see :mod:`datamodules.live2d.regions`); Cubism 2 models take part IDs only.
 
     Raises:
         Live2DModelError: bad files, none of the standard face parameters, or no drawable recognisable as the face.
@@ -155,15 +129,15 @@ class Live2DCharacter:
 
     def __init__(self, model_json: str | Path, size: int = 256, physics: bool = False, crop_padding: float = 1.7,
                  motions: bool = False, region_overrides: dict[str, str] | None = None) -> None:
-        self.path = Path(model_json)
-        self.name = self.path.name.removesuffix(".model3.json")
-        setting = check_model_files(self.path)
+        self.files = read_model_files(model_json)
+        self.path, self.name, self.generation = self.files.path, self.files.name, self.files.generation
         self.gl = HeadlessGL.current()
         self.model = live2d.Model()
         if motions:
+            self.files.check_motions_loadable()
             self.model.LoadModelJson(str(self.path))
         else:
-            self.model.LoadFromJsonString(json.dumps(_without_motions(setting, physics)), True, str(self.path.parent) + "/")
+            self.model.LoadFromJsonString(self.files.setting_json(physics), True, "")
         self.model.SetAutoBlink(False)
         self.model.SetAutoBreath(False)
         self.bindings = self._bind_parameters()
@@ -171,14 +145,16 @@ class Live2DCharacter:
             raise Live2DModelError(f"{str(self.path)!r} has none of the standard face parameters ({', '.join(PARAMETER_NAMES)})")
         self.size = size
         self.model.Resize(size, size)
-        self._classify(setting, {**REGION_OVERRIDES.get(self.name, {}), **(region_overrides or {})})
+        self._classify({**REGION_OVERRIDES.get(self.name, {}), **(region_overrides or {})})
         self.crop = self._face_box(crop_padding)
-        self.labels = self._label_model(setting, physics or motions)
+        self.labels = self._label_model(physics or motions) if self.ground_truth_problem is None else None
         for model in (self.model, self.labels):
-            model.Resize(size, size)
-            scale = 1.0 / self.crop[2]
-            model.SetScale(scale)
-            model.SetOffset(-scale * self.crop[0], -scale * self.crop[1])
+            if model is not None:
+                model.Resize(size, size)
+                scale = 1.0 / self.crop[2]
+                model.SetScale(scale)
+                model.SetOffset(-scale * self.crop[0], -scale * self.crop[1])
+        self.label_overlays = self._hide_overlays() if self.generation == 2 and self.labels is not None else []
 
     @property
     def missing(self) -> list[str]:
@@ -196,38 +172,79 @@ class Live2DCharacter:
                 )
         return bindings
 
-    def _classify(self, setting: dict, overrides: dict[str, str]) -> None:
-        """Kind and region of every drawable, from the moc's part tree and the default pose's meshes."""
+    def _classify(self, overrides: dict[str, str]) -> None:
+        """Kind and region of every drawable, from its part's IDs and the default pose's meshes; sets
+        :attr:`ground_truth_problem` where the face lacks what the keypoints need."""
         check_overrides(overrides, f"region overrides for {self.name}")
-        self.layout = read_moc_layout(self.path.parent / setting["FileReferences"]["Moc"])
-        if [d.id for d in self.layout] != list(self.model.GetDrawableIds()):
-            raise Live2DModelError(f"{str(self.path)!r}: the moc's drawables differ from the loaded model's")
+        if self.generation == 3:
+            self.layout = read_moc_layout(self.files.moc)
+            if [d.id for d in self.layout] != list(self.model.GetDrawableIds()):
+                raise Live2DModelError(f"{str(self.path)!r}: the moc's drawables differ from the loaded model's")
+        else:
+            try:
+                layout = cubism2_layout(self.model)
+            except ValueError as exc:
+                raise Live2DModelError(f"{str(self.path)!r}: {exc}") from exc
+            face_parts = list(dict.fromkeys(d.parts[0] for d in layout if drawable_kind(d, overrides) in FACE_KINDS))
+            self._pose(default_parameters())
+            self.gl.bind(self.size)
+            self.model.Draw()
+            shown = visible_parts(self.model, self._draw_uncropped, face_parts)
+            self.layout = [replace(d, visible=d.parts[0] in shown or d.parts[0] not in face_parts) for d in layout]
+            drawable_overrides = sorted(set(overrides) & {d.id for d in self.layout})
+            if drawable_overrides:
+                raise Live2DModelError(f"{str(self.path)!r} is a Cubism 2 model, whose label colours are per part: region overrides "
+                                       f"must name parts ({', '.join(sorted({d.parts[0] for d in self.layout}))}), not drawables {drawable_overrides}")
         self.kinds = [drawable_kind(d, overrides) for d in self.layout]
         self._pose(default_parameters())
         self.gl.bind(self.size)
         self.model.Draw()
         meshes = self._meshes()
-        eyes = [m for m, k in zip(meshes, self.kinds) if k in ("eye", "iris") and len(m)]
-        if not eyes:
-            raise Live2DModelError(f"{str(self.path)!r}: no drawable is recognisable as an eye (part IDs: "
+        if not any(len(m) for m in meshes):
+            raise Live2DModelError(f"{str(self.path)!r}: no drawable is recognisable as part of the face (part IDs: "
                                    f"{', '.join(sorted({p for d in self.layout for p in d.parts}))}); give region overrides")
-        all_eyes = np.concatenate(eyes)
-        midline = (all_eyes[:, 0].min() + all_eyes[:, 0].max()) / 2
+        eyes = [m for m, k in zip(meshes, self.kinds) if k in ("eye", "iris") and len(m)]
+        reference = np.concatenate(eyes if eyes else [m for m in meshes if len(m)])
+        midline = (reference[:, 0].min() + reference[:, 0].max()) / 2
         centres = np.array([(m[:, 0].min() + m[:, 0].max()) / 2 if len(m) else midline for m in meshes])
         self.regions = region_names(self.kinds, centres, midline)
+        self.ground_truth_problem: str | None = None
         try:
             rig_keypoints(meshes, self.regions, self.kinds)
         except ValueError as exc:
-            raise Live2DModelError(f"{str(self.path)!r}: {exc}") from exc
+            self.ground_truth_problem = (f"{self.path.name}: {exc} (part IDs: {', '.join(sorted({p for d in self.layout for p in d.parts}))}); "
+                                         "frames and parameters are rendered without region maps and keypoints")
+
+    def _draw_uncropped(self) -> np.ndarray:
+        """The whole model at its current pose, framed to fit every drawable, read back at 1024² (the Cubism 2
+        visibility probe; some heads leave the default view)."""
+        probe = 1024
+        mvp = np.asarray(self.model.GetMvp(), np.float32).reshape(4, 4)
+        points = np.concatenate([np.asarray(self.model.GetDrawableVertices(i), np.float32).reshape(-1, 2) for i in range(len(self.model.GetDrawableIds()))])
+        points = points @ mvp[:2, :2] + mvp[3, :2]
+        centre, half = (points.min(0) + points.max(0)) / 2, float(np.ptp(points, axis=0).max()) / 2 * 1.05
+        self.model.Resize(probe, probe)
+        self.model.SetScale(1.0 / half)
+        self.model.SetOffset(-centre[0] / half, -centre[1] / half)
+        self.gl.bind(probe)
+        self.model.Draw()
+        image = self.gl.read(probe)
+        self.model.SetScale(1.0)
+        self.model.SetOffset(0.0, 0.0)
+        self.model.Resize(self.size, self.size)
+        return image
 
     def _meshes(self) -> list[np.ndarray]:
         """Each drawable's current vertices in normalised device coordinates (x right, y up), ``V×2``; empty
-        for drawables outside the face (:data:`FACE_KINDS`) and those not shown at the default pose."""
+        for drawables outside the face (:data:`FACE_KINDS`), those not shown at the default pose and meshes
+        collapsed to a point."""
         mvp = np.asarray(self.model.GetMvp(), np.float32).reshape(4, 4)
         meshes = []
         for index, (drawable, kind) in enumerate(zip(self.layout, self.kinds)):
             shown = drawable.visible and kind in FACE_KINDS
             vertices = np.asarray(self.model.GetDrawableVertices(index), np.float32).reshape(-1, 2) if shown else np.zeros((0, 2), np.float32)
+            if len(vertices) and np.ptp(vertices, axis=0).max() == 0.0:
+                vertices = vertices[:0]  # a mesh collapsed to one point (Hijiki's D_EAR.17 sits at the canvas corner)
             meshes.append(vertices @ mvp[:2, :2] + mvp[3, :2])
         return meshes
 
@@ -239,19 +256,42 @@ class Live2DCharacter:
         half = padding * max(x1 - x0, y1 - y0) / 2
         return float((x0 + x1) / 2), float((y0 + y1) / 2 + 0.15 * half), float(half)
 
-    def _label_model(self, setting: dict, physics: bool) -> live2d.Model:
-        """A second instance of the model whose textures are painted in region colours (same parts, pose and
-        physics)."""
-        self._label_dir = tempfile.TemporaryDirectory(prefix=f"live2d-labels-{self.name}-")
-        refs = setting["FileReferences"]
-        textures = paint_label_textures([self.path.parent / t for t in refs["Textures"]], self.layout, self.regions, Path(self._label_dir.name))
-        published = _without_motions(setting, physics)["FileReferences"]
-        absolute = {key: str(self.path.parent / value) for key, value in published.items() if isinstance(value, str)}
+    def _label_model(self, physics: bool) -> live2d.Model:
+        """A second instance of the model drawn in region colours (same parts, pose and physics): Cubism 3 with
+        painted textures, Cubism 2 with part colours."""
+        if self.generation == 3:
+            self._label_dir = tempfile.TemporaryDirectory(prefix=f"live2d-labels-{self.name}-")
+            textures = paint_label_textures(self.files.textures, self.layout, self.regions, Path(self._label_dir.name))
+            setting = self.files.setting_json(physics, textures)
+        else:
+            setting = self.files.setting_json(physics)
         labels = live2d.Model()
-        labels.LoadFromJsonString(json.dumps({**setting, "FileReferences": {**absolute, "Textures": [str(t) for t in textures]}}), True, "")
+        labels.LoadFromJsonString(setting, True, "")
         labels.SetAutoBlink(False)
         labels.SetAutoBreath(False)
+        if self.generation == 2:
+            paint_parts(labels, self.layout, self.regions)
         return labels
+
+    def _hide_overlays(self) -> list[str]:
+        """Hide, in the Cubism 2 label twin, the parts outside the face that are drawn over the eyes or the mouth
+        at the default pose (translucent shading layers such as Hibiki's ``PARTS_CORE``, which would otherwise
+        paint the mouth as body); returns their IDs."""
+        self._pose(default_parameters())
+        self.gl.bind(self.size)
+        self.model.Draw()
+        pixels = [np.stack([(m[:, 0] + 1.0) * self.size / 2, (1.0 - m[:, 1]) * self.size / 2], 1) for m in self._meshes()]
+        point = dict(zip(KEYPOINT_NAMES, rig_keypoints(pixels, self.regions, self.kinds)))
+        kind_of = {d.parts[0]: k for d, k in zip(self.layout, self.kinds)}
+        parts, hidden = list(self.labels.GetPartIds()), []
+        for x, y in (point["left_eye"], point["right_eye"], (point["mouth_top"] + point["mouth_bottom"]) / 2):
+            for part in self.model.HitPart(float(x), float(y), False):  # topmost first
+                if kind_of.get(part) in ("eye", "iris", "mouth"):
+                    break
+                if kind_of.get(part, "body") == "body" and part not in hidden:
+                    self.labels.SetPartOpacity(parts.index(part), 0.0)
+                    hidden.append(part)
+        return hidden
 
     def _pose(self, params: np.ndarray) -> None:
         self.model.ResetAllParameters()
@@ -264,6 +304,8 @@ class Live2DCharacter:
         self.gl.bind(self.size)
         self.model.Draw()
         image = self.gl.read(self.size)
+        if self.labels is None:
+            return Live2DFrame(image, None, None)
         pixels = [np.stack([(m[:, 0] + 1.0) * self.size / 2, (1.0 - m[:, 1]) * self.size / 2], 1) for m in self._meshes()]
         keypoints = rig_keypoints(pixels, self.regions, self.kinds)
         self.gl.bind(self.size)
@@ -271,7 +313,10 @@ class Live2DCharacter:
         for index in range(self.model.GetParamCount()):
             self.labels.SetParamByIndex(index, self.model.GetParamValueByIndex(index))
         self.labels.Draw()
-        return Live2DFrame(image, decode_labels(self.gl.read(self.size)), keypoints)
+        regions = decode_labels(self.gl.read(self.size))
+        if self.generation == 2:
+            split_sides(regions, keypoints[KEYPOINT_NAMES.index("left_eye")], keypoints[KEYPOINT_NAMES.index("right_eye")])
+        return Live2DFrame(image, regions, keypoints)
 
     def render(self, params: np.ndarray) -> Live2DFrame:
         """The head crop posed by ``params`` (``(P,)`` raw standard values) with its ground truth."""
@@ -281,19 +326,24 @@ class Live2DCharacter:
         self._pose(params)
         return self._capture()
 
-    def render_motion(self, group: str, index: int, fps: float, max_frames: int) -> tuple[list[Live2DFrame], np.ndarray]:
-        """Play authored motion ``group[index]`` (its curves drive every parameter it animates) at ``fps``.
+    def render_motion(self, motion: str, fps: float, max_frames: int) -> tuple[list[Live2DFrame], np.ndarray]:
+        """Play authored motion ``motion`` (``"Group:index"`` as in the setting file; its curves drive every
+        parameter it animates) at ``fps``.
 
         Returns:
             The frames and the standard parameters read back from the model, ``T×P`` float32 (defaults where the
             model lacks one); ``T`` is the motion's length, at most ``max_frames``.
 
         Raises:
-            Live2DModelError: no such motion (the character must be created with ``motions=True``).
+            Live2DModelError: no such usable motion (the character must be created with ``motions=True``).
         """
+        if motion not in self.files.motions:
+            problem = self.files.motion_problems.get(motion, f"usable motions: {', '.join(self.files.motions) or 'none'}")
+            raise Live2DModelError(f"{str(self.path)!r} has no usable motion {motion!r} ({problem})")
+        group, index = self.files.native_motion(motion)
         groups = self.model.GetMotionGroups()
         if not 0 <= index < groups.get(group, 0):
-            raise Live2DModelError(f"{str(self.path)!r} has no motion {group}[{index}] (motion groups: {groups})")
+            raise Live2DModelError(f"{str(self.path)!r}: motion {motion!r} is not loaded (motion groups: {groups}; create the character with motions=True)")
         self.model.ResetAllParameters()
         self.model.ResetPose()
         self.model.StopAllMotions()
@@ -309,10 +359,3 @@ class Live2DCharacter:
             if self.model.IsMotionFinished():
                 break
         return frames, np.stack(params).astype(np.float32)
-
-
-def _without_motions(setting: dict, physics: bool) -> dict:
-    """``setting`` without motions and expressions, and without physics unless asked for."""
-    refs = {k: v for k, v in setting["FileReferences"].items() if k not in ("Motions", "Expressions") and (physics or k != "Physics")}
-    return {**setting, "FileReferences": refs}
-

@@ -62,7 +62,12 @@ class HeadlessGL:
         return cls._instance
 
     def bind(self, size: int) -> None:
-        """Make a ``size×size`` RGBA framebuffer the render target and clear it to transparent."""
+        """Make a ``size×size`` RGBA framebuffer the render target and clear it to transparent.
+
+        GL errors left pending are cleared first: loading a Cubism 2 model leaves
+        ``GL_INVALID_FRAMEBUFFER_OPERATION`` set, which PyOpenGL would raise on the next checked call."""
+        while GL.glGetError() != GL.GL_NO_ERROR:
+            pass
         if size not in self._framebuffers:
             framebuffer = GL.glGenFramebuffers(1)
             GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, framebuffer)

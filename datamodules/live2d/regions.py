@@ -16,6 +16,7 @@ colour (alpha kept); additive and multiplicative drawables get the colours that 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -140,4 +141,31 @@ def decode_labels(rgba: np.ndarray, min_alpha: int = 128) -> np.ndarray:
     bits = (2 * rgba[..., :3].astype(np.int16) > alpha[..., None]).astype(np.uint8) @ np.array([4, 2, 1], np.uint8)
     labels = _CORNER_REGION[bits]
     labels[alpha < min_alpha] = REGIONS.index("background")
+    return labels
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column index of every pixel, float32 (cached: one size per dataset)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return ys, xs
+
+
+def split_sides(labels: np.ndarray, left_eye: np.ndarray, right_eye: np.ndarray) -> np.ndarray:
+    """Region map with eyes and brows split into the character's left and right (in place and returned).
+
+    Args:
+        labels: ``H×W`` uint8 region map where both eyes are ``left_eye`` and both brows ``left_brow``.
+        left_eye, right_eye: ``(2,)`` pixel centres of the character's left eye (the image's right) and right eye.
+
+    Pixels on the right eye's side of the line halfway between the eyes, perpendicular to the line joining them,
+    become ``right_eye`` / ``right_brow``.
+    """
+    axis = np.asarray(left_eye, np.float32) - np.asarray(right_eye, np.float32)
+    middle = (np.asarray(left_eye, np.float32) + np.asarray(right_eye, np.float32)) / 2
+    ys, xs = _pixel_grid(*labels.shape)
+    right_side = (xs - middle[0]) * axis[0] + (ys - middle[1]) * axis[1] < 0
+    for region in ("eye", "brow"):
+        mask = right_side & (labels == REGIONS.index(f"left_{region}"))
+        labels[mask] = REGIONS.index(f"right_{region}")
     return labels

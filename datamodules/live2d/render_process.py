@@ -26,19 +26,23 @@ class RenderedPoses:
 
     Attributes:
         frames: ``N×S×S×4`` uint8 RGBA (alpha premultiplied), one per pose.
-        regions: ``N×S×S`` uint8 region maps (indices into :data:`~datamodules.puppet.REGIONS`).
-        keypoints: ``N×K×2`` float32 pixel coordinates (:data:`~datamodules.puppet.KEYPOINT_NAMES` order).
+        regions: ``N×S×S`` uint8 region maps (indices into :data:`~datamodules.puppet.REGIONS`); ``None`` for a
+            model without ground truth.
+        keypoints: ``N×K×2`` float32 pixel coordinates (:data:`~datamodules.puppet.KEYPOINT_NAMES` order);
+            ``None`` for a model without ground truth.
         bindings: standard parameter → the model's parameter ID that it drives.
         missing: standard parameters the model lacks.
         crop: head crop (centre x, centre y, half side) in the full view's normalised device coordinates.
+        ground_truth_problem: why the model has no region maps and keypoints (``None`` when it has them).
     """
 
     frames: np.ndarray
-    regions: np.ndarray
-    keypoints: np.ndarray
+    regions: np.ndarray | None
+    keypoints: np.ndarray | None
     bindings: dict[str, str]
     missing: list[str]
     crop: tuple[float, float, float]
+    ground_truth_problem: str | None = None
 
 
 _characters: dict[tuple, object] = {}  # this worker's loaded characters
@@ -55,9 +59,11 @@ def _character(model_json: str, size: int, physics: bool, motions: bool = False,
 
 
 def _stack(frames: list, character) -> RenderedPoses:
+    truth = character.ground_truth_problem is None
     return RenderedPoses(
-        np.stack([f.image for f in frames]), np.stack([f.regions for f in frames]), np.stack([f.keypoints for f in frames]),
-        {k: b.model_id for k, b in character.bindings.items()}, character.missing, character.crop,
+        np.stack([f.image for f in frames]), np.stack([f.regions for f in frames]) if truth else None,
+        np.stack([f.keypoints for f in frames]) if truth else None,
+        {k: b.model_id for k, b in character.bindings.items()}, character.missing, character.crop, character.ground_truth_problem,
     )
 
 
@@ -68,23 +74,29 @@ def render_poses(model_json: str, poses: np.ndarray, size: int, physics: bool = 
 
 
 def render_clip(model_json: str, root: str, info: ClipInfo, physics: bool, region_overrides: dict[str, str] | None = None,
-                params: np.ndarray | None = None) -> str:
+                params: np.ndarray | None = None) -> tuple[str, str | None]:
     """Render the clip described by ``info`` with its ground truth and write it atomically; runs in the worker.
 
     The poses are ``params`` (``T×P`` raw standard parameters) when given, else the authored motion (at most
     ``info.frames`` frames) or the random trajectory of ``info.seed``.
+
+    Returns:
+        The clip's name and why it has no region maps and keypoints (``None`` when it has them).
     """
     if info.source == "motion":
         character = _character(model_json, info.size, physics=True, motions=True, region_overrides=region_overrides)  # loaded as published
-        group, index = info.motion.rsplit(":", 1)
-        frames, params = character.render_motion(group, int(index), info.fps, info.frames)
+        frames, params = character.render_motion(info.motion, info.fps, info.frames)
         rendered = _stack(frames, character)
     else:
         params = random_trajectory(info.seed, info.frames, info.fps) if params is None else np.asarray(params, np.float32)
         rendered = render_poses(model_json, params, info.size, physics, region_overrides)
-    info = replace(info, frames=len(params), missing=tuple(rendered.missing), ground_truth=GROUND_TRUTH)
-    write_clip(root, info, {"frames": rendered.frames, "params": params, "regions": rendered.regions, "keypoints": rendered.keypoints})
-    return info.name
+    truth = GROUND_TRUTH if rendered.ground_truth_problem is None else ()
+    info = replace(info, frames=len(params), missing=tuple(rendered.missing), ground_truth=truth)
+    arrays = {"frames": rendered.frames, "params": params}
+    if truth:
+        arrays.update(regions=rendered.regions, keypoints=rendered.keypoints)
+    write_clip(root, info, arrays)
+    return info.name, rendered.ground_truth_problem
 
 
 def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, physics: bool = False,
