@@ -1,5 +1,5 @@
-"""Live2D throughput: render frames/s per model (one process, then N processes), and clip-loader pairs/s
-against what training consumes.
+"""Live2D throughput: render frames/s per model with ground truth (one process, then N processes at once), and
+clip-loader pairs/s against what training consumes, at 64², 128² and 256².
 
     python benchmarks/live2d_speed.py --models ../shared/live2d --size 256 --workers 2
 
@@ -22,10 +22,14 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
 
 from datamodules import Live2DClipDataModule  # noqa: E402
 from datamodules.live2d.trajectories import random_trajectory  # noqa: E402
 from lightning_app.render import find_models, render_dataset  # noqa: E402
+from speed import bench_model  # noqa: E402  (benchmarks/speed.py, beside this file)
 
 
 def render_rate(model_json: str, size: int, frames: int) -> tuple[float, float]:
@@ -60,25 +64,30 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--train-size", type=int, default=128, help="model input size for the loader rows")
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[64, 128, 256], help="model input sizes for the loader rows")
     opts = parser.parse_args()
     models = find_models(opts.models, None)
     spawn = multiprocessing.get_context("spawn")
     print(f"\n| model | render frames/s at {opts.size}², 1 process | {opts.workers} processes at once, total | model load s |")
     print("|---|---|---|---|")
+    rendered = []
     with ProcessPoolExecutor(opts.workers, mp_context=spawn) as pool:
         for name, path in models.items():
             fps, loaded = pool.submit(render_rate, str(path), opts.size, opts.frames).result()
             concurrent = [pool.submit(render_rate, str(path), opts.size, opts.frames) for _ in range(opts.workers)]
             total = sum(f.result()[0] for f in concurrent)  # each process times its own render loop; the loops overlap
+            rendered.append(fps)
             print(f"| {name} | {fps:.0f} | {total:.0f} | {loaded:.2f} |", flush=True)
+    rates = sorted(rendered)
+    print(f"\nmedian character: {rates[len(rates) // 2]:.0f} frames/s with ground truth in one process")
     with tempfile.TemporaryDirectory() as root:
-        render_dataset(opts.models, Path(root), size=opts.size, clips=2, replays=1, frames=30, workers=opts.workers, characters=list(models)[:3])
-        print(f"\n| clip loader at {opts.train_size}² (batch 8) | pairs/s |")
-        print("|---|---|")
-        for workers in (0, 2):
-            print(f"| {workers} workers | {loader_rate(root, opts.train_size, workers, 30):.0f} |", flush=True)
-    print("\nCompare with training consumption in benchmarks/speed.py (steps/s × batch).")
+        render_dataset(opts.models, Path(root), size=max(opts.train_sizes), clips=2, replays=1, frames=30, workers=opts.workers, characters=list(models)[:3])
+        print("\n| model input | clip loader pairs/s, in process | with 2 workers | keypoints training consumes (steps/s × 8) | loader ÷ consumption |")
+        print("|---|---|---|---|---|")
+        for size in opts.train_sizes:
+            in_process, workers = loader_rate(root, size, 0, 30), loader_rate(root, size, 2, 30)
+            consumed = 8 * bench_model("keypoints", size, torch.device("cpu"), 8, 5)["steps_per_s"]
+            print(f"| {size}² | {in_process:.0f} | {workers:.0f} | {consumed:.1f} | {max(in_process, workers) / consumed:.0f}× |", flush=True)
 
 
 if __name__ == "__main__":

@@ -103,11 +103,12 @@ def test_damaged_clips_are_named_and_skipped(dataset, tmp_path):
 
 
 @needs_models
-def test_authored_motions_become_clips_with_their_parameters(tmp_path):
-    assert render_dataset(MODELS, tmp_path, size=48, clips=0, replays=0, frames=40, workers=1, characters=["Haru"], motions=True) == 6
+@pytest.mark.parametrize("name, count, motion", [("Haru", 6, "TapBody:0"), ("Z16", 1, "idle:0")])  # Cubism 3 and Cubism 2 (.mtn)
+def test_authored_motions_become_clips_with_their_parameters(tmp_path, name, count, motion):
+    assert render_dataset(MODELS, tmp_path, size=48, clips=0, replays=0, frames=40, workers=1, characters=[name], motions=True) == count
     clips, bad = index_clips(tmp_path)
-    assert bad == [] and {c.source for c in clips} == {"motion"} and len(clips) == 6
-    clip = next(c for c in clips if c.motion == "TapBody:0")
+    assert bad == [] and {c.source for c in clips} == {"motion"} and len(clips) == count
+    clip = next(c for c in clips if c.motion == motion)
     params = np.load(Path(clip.path) / "params.npy")
     assert 1 < clip.frames <= 40 and params.shape == (clip.frames, 11)
     assert params.std(axis=0).max() > 0.05, "the authored motion moves standard parameters"

@@ -347,6 +347,7 @@ class Live2DCharacter:
         self.model.ResetAllParameters()
         self.model.ResetPose()
         self.model.StopAllMotions()
+        self.model.Update(0.0)  # a Cubism 2 model stops all motions on its first update after loading
         self.model.StartMotion(group, index, 3)
         frames, params = [], []
         for _ in range(max_frames):
