@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips per protocol (characters in turn)")
+    parser.add_argument("--eval-clips", type=int, default=20, help="held-out clips per protocol (characters in turn; 4 each for the default split)")
     parser.add_argument("--eval-frames", type=int, default=60, help="frames per evaluation clip")
     parser.add_argument("--fps-size", type=int, default=256, help="image size of the speed measurement")
     parser.add_argument("--out", type=Path, default=Path("logs/quality"), help="quality.json and strips")
