@@ -30,7 +30,7 @@ from datamodules.live2d.cubism2 import cubism2_layout, paint_parts, visible_part
 from datamodules.live2d.headless_gl import HeadlessGL, live2d
 from datamodules.live2d.keypoints import rig_keypoints
 from datamodules.live2d.model_files import Live2DModelError, read_model_files
-from datamodules.live2d.moc import read_moc_layout
+from datamodules.live2d.moc import Drawable, read_moc_layout
 from datamodules.live2d.regions import (REGION_OVERRIDES, check_overrides, decode_labels, drawable_kind, paint_label_textures,
                                         region_names, split_sides)
 from datamodules.parameters import PARAMETER_NAMES, STANDARD_PARAMETERS, default_parameters
@@ -123,6 +123,12 @@ class Live2DCharacter:
         region_overrides: part or drawable ID → kind, on top of :data:`~datamodules.live2d.regions.REGION_OVERRIDES`
             for this model (see :mod:`datamodules.live2d.regions`); Cubism 2 models take part IDs only.
 
+    Attributes:
+        generation: 3 (Cubism 3/4) or 2 (Cubism 2).
+        crop: head crop (centre x, centre y, half side) in the full view's normalised device coordinates.
+        ground_truth_problem: why frames come without region maps and keypoints (``None`` when they have them).
+        label_overlays: Cubism 2 parts hidden in the label twin because they cover the eyes or mouth.
+
     Raises:
         Live2DModelError: bad files, none of the standard face parameters, or no drawable recognisable as the face.
     """
@@ -181,20 +187,7 @@ class Live2DCharacter:
             if [d.id for d in self.layout] != list(self.model.GetDrawableIds()):
                 raise Live2DModelError(f"{str(self.path)!r}: the moc's drawables differ from the loaded model's")
         else:
-            try:
-                layout = cubism2_layout(self.model)
-            except ValueError as exc:
-                raise Live2DModelError(f"{str(self.path)!r}: {exc}") from exc
-            face_parts = list(dict.fromkeys(d.parts[0] for d in layout if drawable_kind(d, overrides) in FACE_KINDS))
-            self._pose(default_parameters())
-            self.gl.bind(self.size)
-            self.model.Draw()
-            shown = visible_parts(self.model, self._draw_uncropped, face_parts)
-            self.layout = [replace(d, visible=d.parts[0] in shown or d.parts[0] not in face_parts) for d in layout]
-            drawable_overrides = sorted(set(overrides) & {d.id for d in self.layout})
-            if drawable_overrides:
-                raise Live2DModelError(f"{str(self.path)!r} is a Cubism 2 model, whose label colours are per part: region overrides "
-                                       f"must name parts ({', '.join(sorted({d.parts[0] for d in self.layout}))}), not drawables {drawable_overrides}")
+            self.layout = self._cubism2_layout(overrides)
         self.kinds = [drawable_kind(d, overrides) for d in self.layout]
         self._pose(default_parameters())
         self.gl.bind(self.size)
@@ -214,6 +207,24 @@ class Live2DCharacter:
         except ValueError as exc:
             self.ground_truth_problem = (f"{self.path.name}: {exc} (part IDs: {', '.join(sorted({p for d in self.layout for p in d.parts}))}); "
                                          "frames and parameters are rendered without region maps and keypoints")
+
+    def _cubism2_layout(self, overrides: dict[str, str]) -> list[Drawable]:
+        """A Cubism 2 model's drawables with their parts (colour probe) and, for the face's parts, whether they
+        show at the default pose (:mod:`datamodules.live2d.cubism2`)."""
+        try:
+            layout = cubism2_layout(self.model)
+        except ValueError as exc:
+            raise Live2DModelError(f"{str(self.path)!r}: {exc}") from exc
+        drawable_overrides = sorted(set(overrides) & {d.id for d in layout})
+        if drawable_overrides:
+            raise Live2DModelError(f"{str(self.path)!r} is a Cubism 2 model, whose label colours are per part: region overrides "
+                                   f"must name parts ({', '.join(sorted({d.parts[0] for d in layout}))}), not drawables {drawable_overrides}")
+        face_parts = list(dict.fromkeys(d.parts[0] for d in layout if drawable_kind(d, overrides) in FACE_KINDS))
+        self._pose(default_parameters())
+        self.gl.bind(self.size)
+        self.model.Draw()
+        shown = visible_parts(self.model, self._draw_uncropped, face_parts)
+        return [replace(d, visible=d.parts[0] in shown or d.parts[0] not in face_parts) for d in layout]
 
     def _draw_uncropped(self) -> np.ndarray:
         """The whole model at its current pose, framed to fit every drawable, read back at 1024² (the Cubism 2
