@@ -141,3 +141,12 @@ def test_bad_model_files_are_named_before_the_core_sees_them(tmp_path):
     (copy / "NoTex.model3.json").write_text(json.dumps(setting))
     with pytest.raises(Live2DModelError, match="no MOC3 header"):
         read_model_files(copy / "NoTex.model3.json")
+
+
+@needs_models
+def test_physics_follows_the_pose_and_keeps_moving_after_a_head_turn():
+    poses = np.stack([default_parameters()] + [parameters_from_mapping({"ParamAngleX": 30.0})] * 6)
+    still, swaying = render_in_subprocess(model("Haru"), poses, size=64), render_in_subprocess(model("Haru"), poses, size=64, physics=True)
+    assert np.array_equal(still.frames[1], still.frames[-1]), "without physics a pose gives the same pixels every frame"
+    assert not np.array_equal(swaying.frames[-2], swaying.frames[-1]), "with physics the hair keeps moving after the turn"
+    assert not np.array_equal(still.frames[-1], swaying.frames[-1])

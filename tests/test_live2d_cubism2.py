@@ -160,3 +160,4 @@ def test_the_default_split_is_the_configs_and_the_datamodules_default(tmp_path):
     root = write_puppet_clips(tmp_path / "clips", {"Mark": 1, "Rice": 2, "Koharu": 3, "Tororo": 4})
     data = Live2DClipDataModule(str(root), image_size=32)
     assert data._split == {"train": {"Koharu"}, "held_out": {"Mark", "Rice", "Tororo"}}
+

@@ -305,8 +305,16 @@ class Live2DCharacter:
         return hidden
 
     def _pose(self, params: np.ndarray) -> None:
+        """Pose the model by ``params`` (raw standard values). They are set and saved before the update, which
+        starts from the saved values, so physics follows the pose (set only after it, physics saw the default
+        pose and hair never swayed), and set again after it."""
         self.model.ResetAllParameters()
+        self._set(params)
+        self.model.SaveParameters()
         self.model.Update(_TIME_STEP)
+        self._set(params)
+
+    def _set(self, params: np.ndarray) -> None:
         for name, binding in self.bindings.items():
             self.model.SetParamById(binding.model_id, binding.to_model(float(params[PARAMETER_NAMES.index(name)])))
 
