@@ -11,7 +11,8 @@ Models are isolated: one whose files fail the checks (made in this process, befo
 loading raises, or that kills its worker is reported with the reason, its clips are skipped and the others still
 render (a dead worker's pool is replaced). ``index.json`` lists the clips written, each character's ground truth
 (or why it has none) and the failed models with their attempts; a rerun retries a failed model once more and then
-leaves it out until ``--retry-failed``.
+leaves it out until ``--retry-failed``. Each character's neutral frame is written as ``<Name>/portrait.png`` (over
+white), a portrait for ``animate --portrait``.
 """
 
 from __future__ import annotations
@@ -25,18 +26,21 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import cv2
+import numpy as np
 from rich.progress import Progress
 
-from datamodules.live2d.clips import ClipInfo, index_clips
+from datamodules.live2d.clips import ClipInfo, composite, index_clips, open_arrays
 from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip
 from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.files import atomic_write_text
+from lightning_app.files import atomic_write_bytes, atomic_write_text
 from modules.errors import UserFacingError, exit_on_user_error
 
 REPLAY_SEED_BASE = 1_000_000
 MAX_ATTEMPTS = 2  # a model that failed this often is left out of reruns unless --retry-failed
+PORTRAIT_FILE = "portrait.png"
 
 
 def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
@@ -166,10 +170,22 @@ def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, rep
     for name, problem in sorted(problems.items()):
         if problem:
             print(f"note: {name} has frames and parameters only: {problem}", file=sys.stderr)
+    write_portraits(out, written)
     index = {"format": 1, "parameter_names": list(PARAMETER_NAMES), "clips": [f"{c.character}/{c.name}" for c in written],
              "ground_truth_problems": {k: v for k, v in sorted(problems.items()) if v}, "failed": failed}
     atomic_write_text(out / "index.json", json.dumps(index, indent=1))
     return rendered
+
+
+def write_portraits(out: Path, clips: list[ClipInfo], background: tuple[int, int, int] = (255, 255, 255)) -> None:
+    """``out/<Character>/portrait.png`` for every character that lacks one: the neutral first frame of its first
+    trajectory clip (trajectories start at the default pose) over ``background``, for ``animate --portrait``."""
+    for character in sorted({c.character for c in clips}):
+        target = out / character / PORTRAIT_FILE
+        own = [c for c in clips if c.character == character and c.source in ("random", "replay")]
+        if own and not target.is_file():
+            rgb = composite(np.asarray(open_arrays(own[0])["frames"][0]), background)
+            atomic_write_bytes(target, cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
 
 
 def _isolate_crash(clips: list[ClipInfo], renderable: dict[str, Path], out: Path, physics: bool, overrides: dict,

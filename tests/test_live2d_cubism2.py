@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from conftest import ROOT, write_puppet_clips
 
 from datamodules import Live2DClipDataModule
 
-from datamodules.live2d.clips import index_clips
+from datamodules.live2d.clips import composite, index_clips
 from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import split_sides
 from datamodules.live2d.render_process import render_in_subprocess
@@ -125,6 +126,10 @@ def test_one_bad_model_does_not_stop_the_others_and_reruns_give_up_after_retryin
     assert "Broken left out" in capsys.readouterr().err
     clips, bad = index_clips(out)
     assert [c.character for c in clips] == ["Z16"] and not bad
+    portrait = cv2.cvtColor(cv2.imread(str(out / "Z16" / "portrait.png")), cv2.COLOR_BGR2RGB)
+    first = np.load(out / "Z16" / "random_000" / "frames.npy")[0]
+    assert np.array_equal(portrait, composite(first, (255, 255, 255))), "the portrait is the clip's neutral first frame over white"
+    assert not (out / "Broken" / "portrait.png").exists()
 
 
 @needs_models
