@@ -135,32 +135,15 @@ def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, rep
     renderable = {n: p for n, p in found.items() if n not in failed}
     plan = [c for c in plan_clips(renderable, clips, replays, frames, fps, size, seed, motions) if not (out / c.character / c.name / "clip.json").is_file()]
     problems: dict[str, str | None] = dict(previous.get("ground_truth_problems", {}))
-    overrides = region_overrides or {}
-    rendered = 0
+    jobs = {"renderable": renderable, "out": out, "physics": physics, "overrides": region_overrides or {}, "failed": failed, "problems": problems}
     with Progress() as progress:
         bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
-        while plan:
-            plan = [c for c in plan if c.character not in failed]
-            with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(render_clip, str(renderable[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
-                remaining = []
-                for future in as_completed(futures):
-                    clip = futures[future]
-                    try:
-                        _, problems[clip.character] = future.result()
-                        rendered += 1
-                    except BrokenProcessPool:
-                        remaining.append(clip)
-                        continue
-                    except UserFacingError as exc:
-                        failed.setdefault(clip.character, {"error": str(exc)})
-                    progress.advance(bar)
-            if remaining:
-                # the pool died: a model killed its worker. Retry its clips one at a time to find which.
-                plan = _isolate_crash(remaining, renderable, out, physics, overrides, failed, problems, progress, bar)
-                rendered += sum(1 for c in remaining if (out / c.character / c.name / "clip.json").is_file())
-            else:
-                plan = []
+        left = _render_clips(plan, workers, progress, bar, **jobs)
+        for character in dict.fromkeys(c.character for c in left):
+            # the pool died: a model killed its worker. Each character's unfinished clips get a process of their own.
+            if _render_clips([c for c in left if c.character == character], 1, progress, bar, **jobs):
+                failed[character] = {"error": f"the rendering process died on {character} ({renderable[character]}): a malformed model?"}
+    rendered = sum(1 for c in plan if (out / c.character / c.name / "clip.json").is_file())
     for name in set(failed) - left_out:
         failed[name]["attempts"] = before.get(name, {}).get("attempts", 0) + 1
         print(f"error: {name} not rendered: {failed[name]['error']}", file=sys.stderr)
@@ -188,23 +171,24 @@ def write_portraits(out: Path, clips: list[ClipInfo], background: tuple[int, int
             atomic_write_bytes(target, cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
 
 
-def _isolate_crash(clips: list[ClipInfo], renderable: dict[str, Path], out: Path, physics: bool, overrides: dict,
-                   failed: dict[str, dict], problems: dict, progress: Progress, bar) -> list[ClipInfo]:
-    """Render each character's first unfinished clip alone; a character whose worker dies is marked failed.
-    Returns the clips still to render."""
-    survivors = []
-    for character in dict.fromkeys(c.character for c in clips):
-        mine = [c for c in clips if c.character == character]
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+def _render_clips(plan: list[ClipInfo], workers: int, progress: Progress, bar, renderable: dict[str, Path], out: Path, physics: bool,
+                  overrides: dict, failed: dict[str, dict], problems: dict) -> list[ClipInfo]:
+    """Render ``plan`` in one pool of ``workers`` processes, recording models that raise in ``failed`` and each
+    character's ground-truth problem in ``problems``; returns the clips left unrendered when a worker died."""
+    left = []
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(render_clip, str(renderable[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
+        for future in as_completed(futures):
+            clip = futures[future]
             try:
-                _, problems[character] = pool.submit(render_clip, str(renderable[character]), str(out), mine[0], physics, overrides.get(character)).result()
-                progress.advance(bar)
-                survivors.extend(mine[1:])
+                _, problems[clip.character] = future.result()
             except BrokenProcessPool:
-                failed[character] = {"error": f"the rendering process died on {character}/{mine[0].name} ({renderable[character]}): a malformed model?"}
+                left.append(clip)
+                continue
             except UserFacingError as exc:
-                failed[character] = {"error": str(exc)}
-    return survivors
+                failed.setdefault(clip.character, {"error": str(exc)})
+            progress.advance(bar)
+    return left
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -259,6 +259,11 @@ class Live2DCharacter:
             meshes.append(vertices @ mvp[:2, :2] + mvp[3, :2])
         return meshes
 
+    def _keypoints(self) -> np.ndarray:
+        """The 12 keypoints of the drawn pose in crop pixels (``K×2``, x right, y down)."""
+        pixels = [np.stack([(m[:, 0] + 1.0) * self.size / 2, (1.0 - m[:, 1]) * self.size / 2], 1) for m in self._meshes()]
+        return rig_keypoints(pixels, self.regions, self.kinds)
+
     def _face_box(self, padding: float) -> tuple[float, float, float]:
         """Centre (x, y) and half side of the head crop in the uncropped view's normalised device coordinates,
         from the face's meshes at the default pose (with room above for hair)."""
@@ -291,8 +296,7 @@ class Live2DCharacter:
         self._pose(default_parameters())
         self.gl.bind(self.size)
         self.model.Draw()
-        pixels = [np.stack([(m[:, 0] + 1.0) * self.size / 2, (1.0 - m[:, 1]) * self.size / 2], 1) for m in self._meshes()]
-        point = dict(zip(KEYPOINT_NAMES, rig_keypoints(pixels, self.regions, self.kinds)))
+        point = dict(zip(KEYPOINT_NAMES, self._keypoints()))
         kind_of = {d.parts[0]: k for d, k in zip(self.layout, self.kinds)}
         parts, hidden = list(self.labels.GetPartIds()), []
         for x, y in (point["left_eye"], point["right_eye"], (point["mouth_top"] + point["mouth_bottom"]) / 2):
@@ -325,8 +329,7 @@ class Live2DCharacter:
         image = self.gl.read(self.size)
         if self.labels is None:
             return Live2DFrame(image, None, None)
-        pixels = [np.stack([(m[:, 0] + 1.0) * self.size / 2, (1.0 - m[:, 1]) * self.size / 2], 1) for m in self._meshes()]
-        keypoints = rig_keypoints(pixels, self.regions, self.kinds)
+        keypoints = self._keypoints()
         self.gl.bind(self.size)
         self.labels.Update(_TIME_STEP)
         for index in range(self.model.GetParamCount()):
