@@ -18,7 +18,11 @@ Scores, on the held-out characters only (``datamodules.protocols``):
   change since its first frame, ``rel+scale`` that change scaled to the portrait's keypoint spread;
 * **floor** — the no-motion answer (output = portrait) on the same items; ``under`` = 1 − L1 / floor;
 * **face** — L1 over the target's eye, brow and mouth pixels (its region map) and the same floor;
-* **fps** — networks only, 256² batch 1 on this machine, portrait described once.
+* **fps** — networks only, 256² batch 1 on this machine, portrait described once;
+* **true parameters** (descriptors whose vector is the rig parameters) — the same items animated with the
+  ground-truth parameters of portrait and driver in place of the descriptor's reading (landmarks still read:
+  absolute in self, relative in cross): what the generator makes of a perfect reading, i.e. of a parameter
+  source such as a human face's geometry.
 
 Writes ``quality.json``, each run's trained model (``<run>.ckpt``, a Lightning checkpoint for ``cli.py test`` or
 ``animate``) and one strip PNG per run (rows: per held-out character the frames with the most closed eyes, the
@@ -39,7 +43,7 @@ import re  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -57,6 +61,7 @@ from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from datamodules.puppet import EXPRESSION_REGIONS  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
 from lightning_app.files import atomic_open, atomic_path, atomic_write_text  # noqa: E402
+from modules.descriptors.rig import normalise_rig_parameters  # noqa: E402
 from modules.errors import UserFacingError, exit_on_user_error  # noqa: E402
 from modules.losses import region_error, region_mask  # noqa: E402
 
@@ -64,7 +69,6 @@ DEFAULT_RUNS = [
     "keypoints+warping-l1=configs/keypoints.yaml,configs/backbone/warping.yaml --model.reconstruction_beta=0",
     "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
     "rig+expression_pose=configs/rig.yaml",
-    "rig+expression_pose-expression_loss=configs/rig.yaml --model.losses.expression=1",
 ]
 DATA_CONFIG = ROOT / "configs" / "data" / "live2d.yaml"
 
@@ -164,6 +168,25 @@ def train(model, datamodule, budget: float, progress: PlainProgress) -> Trainer:
     return trainer
 
 
+def animate_with_true_parameters(model, batch: dict, relative: bool) -> torch.Tensor:
+    """Clamped predictions with the true parameters (``source_params``, ``driving_params``; unknown entries keep the
+    reading) as the vectors of a parameter descriptor's motions, the landmarks as read (``relative``: the driver's
+    change since ``driving_first`` applied to the portrait's)."""
+    size = batch["source"].shape[0]
+    frames = [batch["source"], batch["driving"]] + ([batch["driving_first"]] if relative else [])
+    motion = model.describe(torch.cat(frames))
+
+    def with_parameters(read, params):
+        vector = torch.where(params.isfinite(), normalise_rig_parameters(params.to(read.vector.dtype)), read.vector)
+        return replace(read, vector=vector, jacobians=model.descriptor.motion_from_vector(vector).jacobians)
+
+    source_motion = with_parameters(motion[:size], batch["source_params"])
+    driving_motion = motion[size : 2 * size]
+    if relative:
+        driving_motion = source_motion.relative(driving_motion, motion[2 * size :])
+    return model.backbone(batch["source"], source_motion, with_parameters(driving_motion, batch["driving_params"])).clamp(0.0, 1.0)
+
+
 @torch.inference_mode()
 def evaluate(model, datamodule, clips: int, frames: int) -> dict:
     """Per-item scores on the held-out characters, with the items' pictures for strips."""
@@ -186,6 +209,8 @@ def evaluate(model, datamodule, clips: int, frames: int) -> dict:
                 outputs["rel"] = plain["relative"]
                 model.adapt_movement_scale = True
                 outputs["rel+scale"] = model.animate(source, batch["driving"], batch["driving_first"])["relative"]
+            if model.descriptor.vector_is_parameters:
+                outputs["params"] = animate_with_true_parameters(model, batch, relative=protocol == "cross")
             outputs["floor"] = source
             face = region_mask(batch["target_regions"], EXPRESSION_REGIONS)
             for kind, output in outputs.items():
@@ -281,6 +306,15 @@ def print_table(results: list[dict], held_out: list[str]) -> None:
             floor = s[f"cross/l1/floor/{character}"]
             cells = " | ".join(under(s[f"cross/l1/{kind}/{character}"], floor) for kind in ("abs", "rel", "rel+scale"))
             print(f"| {r['name']} | {character} | {floor:.4f} | {cells} |")
+    driven = [r for r in results if "self/l1/params" in r["scores"]]
+    if driven:
+        print("\ndriven by the true parameters (landmarks as read):\n")
+        print("| run | self L1 | face L1, self | cross L1 | face L1, cross |")
+        print("|---|---|---|---|---|")
+        for r in driven:
+            s = r["scores"]
+            print(f"| {r['name']} | {under(s['self/l1/params'], s['self/l1/floor'])} | {under(s['self/face/params'], s['self/face/floor'])} | "
+                  f"{under(s['cross/l1/params'], s['cross/l1/floor'])} | {under(s['cross/face/params'], s['cross/face/floor'])} |")
 
 
 def main(argv: list[str] | None = None) -> None:

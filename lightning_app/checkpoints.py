@@ -72,13 +72,16 @@ def load_animator(path: str | Path) -> AnimatorModule:
     """A trained AnimatorModule from its checkpoint, on the CPU.
 
     Raises:
-        CheckpointError: the file is damaged, or it is not an AnimatorModule checkpoint (e.g. an evaluator's).
+        CheckpointError: the file is damaged, it is not an AnimatorModule checkpoint (e.g. an evaluator's), or its
+            weights are not finite.
     """
     from modules.animator_module import AnimatorModule
 
     verify_checkpoint(path)
     try:
         return AnimatorModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)  # hparams hold the descriptor objects
+    except CheckpointError as exc:
+        raise CheckpointError(f"{str(path)!r}: {exc}") from exc
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
 

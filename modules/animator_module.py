@@ -18,10 +18,13 @@ portrait's face size); test steps return the predictions for evaluation callback
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
@@ -29,7 +32,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from datamodules.puppet import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
 from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
-from modules.errors import UserFacingError
+from modules.errors import CheckpointError, NonFiniteError, UserFacingError
 from modules.losses import (
     LossWeights,
     MotionLossKind,
@@ -41,6 +44,14 @@ from modules.losses import (
     residual_tv_loss,
     rgb_residual_motion_loss,
 )
+
+NonFinitePolicy = Literal["stop", "skip"]
+
+
+def non_finite_entries(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` holding a NaN or an infinity (other values are ignored)."""
+    return [name for name, value in tensors.items()
+            if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
 class AnimatorModule(LightningModule):
@@ -66,6 +77,11 @@ class AnimatorModule(LightningModule):
             does not under-move a large-faced portrait; no effect for descriptors without keypoints. Off by default:
             on held-out Live2D characters it made relative cross-identity L1 worse for every keypoint config
             measured (``benchmarks/quality.py``; README, Quality).
+        non_finite: what a NaN or infinite loss term or gradient does: ``"stop"`` ends training with a message naming
+            the step and the terms (nothing is saved from it), ``"skip"`` leaves the step out (no update) and counts
+            it (``train/skipped_steps``), stopping after ``max_skipped_steps``. Either way no checkpoint with
+            non-finite weights or metrics is written, and none is loaded (test, animate, resume).
+        max_skipped_steps: under ``"skip"``, how many steps may be left out before training stops.
         optimizer: optimizer class with its settings (AdamW by default); the schedule lives in a callback.
     """
 
@@ -82,6 +98,8 @@ class AnimatorModule(LightningModule):
         reconstruction_beta: float = 0.1,
         perceptual_weights: str | None = None,
         adapt_movement_scale: bool = False,
+        non_finite: NonFinitePolicy = "stop",
+        max_skipped_steps: int = 20,
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()
@@ -95,6 +113,9 @@ class AnimatorModule(LightningModule):
         if reconstruction_beta < 0:
             raise UserFacingError(f"model.reconstruction_beta must be non-negative (0: plain L1), got {reconstruction_beta}")
         self.reconstruction_beta = reconstruction_beta
+        if non_finite not in ("stop", "skip") or max_skipped_steps < 0:
+            raise UserFacingError(f"model.non_finite must be 'stop' or 'skip' and max_skipped_steps ≥ 0, got {non_finite!r} and {max_skipped_steps}")
+        self.non_finite, self.max_skipped_steps, self.skipped_steps = non_finite, max_skipped_steps, 0
         if losses.perceptual > 0 and perceptual_weights is None:
             raise UserFacingError(
                 f"losses.perceptual={losses.perceptual} needs VGG-16 weights: set model.perceptual_weights to a local "
@@ -169,12 +190,55 @@ class AnimatorModule(LightningModule):
         """The weighted sum of :meth:`compute_losses`' terms."""
         return sum(value if "/" in name else getattr(self.losses, name) * value for name, value in terms.items())  # type: ignore[return-value]
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         terms, _ = self.compute_losses(batch)
         total = self.total_loss(terms)
+        bad = non_finite_entries(terms) or non_finite_entries({"loss": total})
+        if bad:
+            self._non_finite(f"loss terms {', '.join(bad)} are not finite")
+            return None  # skipped: Lightning leaves out backward and the optimizer step
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=batch["source"].shape[0])
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch["source"].shape[0])
         return total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        bad = non_finite_entries({name: p.grad for name, p in self.named_parameters() if p.grad is not None})
+        if bad:
+            self._non_finite(f"gradients of {len(bad)} parameters are not finite (first: {bad[0]})")
+            for parameter in self.parameters():
+                parameter.grad = None  # the optimizer skips parameters without a gradient: no update this step
+
+    def _non_finite(self, what: str) -> None:
+        """Stop (``non_finite="stop"``, or too many skipped) or count a skipped step, saying which step and what."""
+        if self.non_finite == "skip" and self.skipped_steps < self.max_skipped_steps:
+            self.skipped_steps += 1
+            rank_zero_warn(f"step {self.global_step}: {what}; step skipped ({self.skipped_steps} of at most {self.max_skipped_steps})")
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return
+        hint = (f" after {self.skipped_steps} skipped steps" if self.non_finite == "skip" else "") + \
+            " — lower the learning rate (model.optimizer.init_args.lr) or check the data; nothing was saved from this step"
+        raise NonFiniteError(f"training stopped at step {self.global_step}: {what}{hint}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses to write a checkpoint whose weights or monitored metrics (``val/l1``) are not finite; keeps the
+        skip count."""
+        bad = non_finite_entries(checkpoint["state_dict"])
+        if bad:
+            raise NonFiniteError(f"not saving a checkpoint at step {self.global_step}: {len(bad)} weights are not finite "
+                                 f"(first: {bad[0]}) — training diverged; lower the learning rate")
+        monitored = {c.monitor for c in self._trainer.checkpoint_callbacks if c.monitor} if self._trainer is not None else set()
+        metrics = non_finite_entries({k: v for k, v in self._trainer.callback_metrics.items() if k in monitored}) if monitored else []
+        if metrics:
+            raise NonFiniteError(f"not saving a checkpoint at step {self.global_step}: {', '.join(metrics)} not finite")
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses a checkpoint with non-finite weights (written before this guard existed, or by other code)."""
+        bad = non_finite_entries(checkpoint.get("state_dict", {}))
+        if bad:
+            raise CheckpointError(f"the checkpoint's weights are not finite ({len(bad)} tensors, first: {bad[0]}): it was "
+                                  "saved from a run that diverged; use an earlier checkpoint")
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
 
     def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None) -> dict[str, Tensor]:
         """Clamped predictions ``B×3×H×W``: ``absolute`` and, given the driver's first frame, ``relative``."""

@@ -17,6 +17,10 @@ class CheckpointError(UserFacingError):
     """A checkpoint file is missing, truncated, corrupt or of the wrong kind."""
 
 
+class NonFiniteError(UserFacingError):
+    """Training produced a NaN or infinite loss, gradient, weight or metric."""
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Around a command's work: a :class:`UserFacingError` is printed as ``error: ...`` and exits with status 2."""

@@ -8,11 +8,22 @@ import pytest
 from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
 from datamodules import Live2DClipDataModule
 from datamodules.live2d.clips import ClipError, index_clips, read_clip
+from datamodules.live2d.trajectories import random_trajectory
+from datamodules.parameters import PARAMETER_INDEX, default_parameters
 from lightning_app.render import main as render_main
 from lightning_app.render import render_dataset
 from test_live2d import MODELS, needs_models
 
 CHARACTERS = ["Haru", "Mark", "Hiyori"]
+
+
+def test_trajectories_start_neutral_and_close_the_eyes_often_and_fully():
+    trajectories = np.stack([random_trajectory(seed, 60) for seed in range(100)])
+    assert np.allclose(trajectories[:, 0], default_parameters())
+    eyes = trajectories[..., PARAMETER_INDEX["ParamEyeLOpen"]]
+    assert 0.12 < (eyes < 0.5).mean() < 0.35, "closed eyes common enough to learn, open ones still the rule"
+    assert (eyes.min(axis=1) == 0.0).mean() > 0.5, "most clips close the eyes fully at least once"
+    assert np.array_equal(eyes, trajectories[..., PARAMETER_INDEX["ParamEyeROpen"]])
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ def _smooth_curve(rng: np.random.Generator, frames: int, low: float, high: float
 
 
 def random_trajectory(seed: int, frames: int, fps: float = 30.0) -> np.ndarray:
-    """Head turns, gaze, brows, blinks and talking: ``frames×P`` float32, starting from the neutral pose.
+    """Head turns, gaze, brows, eyes closing (slowly, and in blinks) and talking: ``frames×P`` float32, starting from
+    the neutral pose.
 
     Args:
         seed: fixes the trajectory.
@@ -45,10 +46,13 @@ def random_trajectory(seed: int, frames: int, fps: float = 30.0) -> np.ndarray:
     values[:, PARAMETER_INDEX["ParamBrowRY"]] = values[:, PARAMETER_INDEX["ParamBrowLY"]]
     talking = np.clip(_smooth_curve(rng, frames, -0.6, 1.0, max(2, spacing // 3), 1.0), 0.0, 1.0)
     values[:, PARAMETER_INDEX["ParamMouthOpenY"]] = ramp * talking
-    eyes = np.ones(frames)
-    blink = max(2, int(0.2 * fps))
+    # Eyes: slow expressive closing (squints, eyes held shut: ~24 % of the frames below half open) and quick
+    # blinks that close fully, so closed eyes are common enough to be learned (natural blinks alone are ~3 %).
+    lids = np.clip(_smooth_curve(rng, frames, -0.3, 2.7, spacing, 0.8), 0.0, 1.0)
+    eyes = 1.0 - ramp * (1.0 - lids)
+    blink = max(3, int(0.2 * fps)) | 1  # odd: the middle frame is fully closed
     for start in range(int(fps * rng.uniform(0.5, 2.0)), frames, max(blink + 1, int(fps * rng.uniform(1.5, 4.0)))):
         span = np.arange(start, min(frames, start + blink))
-        eyes[span] = np.abs(np.linspace(-1.0, 1.0, blink))[: len(span)]
+        eyes[span] = np.minimum(eyes[span], np.abs(np.linspace(-1.0, 1.0, blink))[: len(span)])
     values[:, PARAMETER_INDEX["ParamEyeLOpen"]] = values[:, PARAMETER_INDEX["ParamEyeROpen"]] = eyes
     return values.astype(np.float32)

@@ -17,8 +17,9 @@ class Generated:
 
     Attributes:
         prediction: ``B×C×H×W``, not clamped (nominally ``[0, 1]``).
-        maps: named ``B×c×H×W`` maps at the image's resolution (masks in ``[0, 1]``, flows in normalised units)
-            for the backbone's own losses and for pictures; empty for backbones that make none.
+        maps: named ``B×c×H×W`` maps, at the image's resolution unless the backbone documents otherwise (masks in
+            ``[0, 1]``, flows in normalised units) for the backbone's own losses and for pictures; empty for
+            backbones that make none.
     """
 
     prediction: Tensor

@@ -20,9 +20,12 @@ Flows are backward (where each output pixel comes from in the source), in normal
 (``grid_sample(align_corners=True)``, as the descriptors' keypoints). The colour is predicted as a correction of
 the warped image, from a zero start, so an untrained generator returns the source exactly.
 
-Where the batch has region maps (puppets, rendered Live2D clips), two auxiliary losses teach the masks what the
+Where the batch has region maps (puppets, rendered Live2D clips), auxiliary losses teach the masks what the
 data knows: the warp mask should cover the head (:data:`~datamodules.puppet.HEAD_REGIONS` of the source or the
-driving frame) and nothing else; the change mask should stay off the body and background.
+driving frame) and nothing else; the change mask should stay off the body and background; and, for descriptors
+whose keypoints are named landmarks, each eye, brow and the mouth should move with its own landmarks' motion
+(:data:`PART_LANDMARKS`) — with the rig descriptor's expression Jacobians that motion narrows a closing eye
+(:func:`~modules.descriptors.rig.part_jacobians`), for any character; what no warp holds is left to synthesis.
 """
 
 from __future__ import annotations
@@ -40,6 +43,45 @@ from modules.backbones.film_unet import FiLMUNet, _group_norm
 from modules.backbones.warping import DenseMotion
 from modules.descriptors.base import Motion, MotionSpec
 from modules.losses import region_mask
+
+PART_LANDMARKS: dict[str, tuple[str, ...]] = {
+    "left_eye": ("left_eye", "left_iris"), "right_eye": ("right_eye", "right_iris"),
+    "left_brow": ("left_brow",), "right_brow": ("right_brow",),
+    "mouth": ("mouth_left", "mouth_right", "mouth_top", "mouth_bottom"),
+    "face": ("nose", "chin"), "hair": ("nose", "chin"),
+}
+"""Region → the landmarks (:data:`~datamodules.puppet.KEYPOINT_NAMES`) whose motion should move its pixels: each
+eye, brow and the mouth its own; face and hair the rigid head's (nose, chin), never an eye's or the mouth's, whose
+Jacobians would squash or stretch them."""
+STILL_REGIONS: tuple[str, ...] = ("background", "body")
+"""Regions that should take the identity motion."""
+
+
+def part_assignment_loss(weights: Tensor, source_regions: Tensor, driving_regions: Tensor, keypoint_names: tuple[str, ...]) -> Tensor:
+    """Cross-entropy of a dense motion's per-pixel choice of sparse motions against the parts the region maps mark.
+
+    Args:
+        weights: ``B×(K+1)×h×w`` softmax weights over the identity (index 0) and the K keypoints' motions.
+        source_regions, driving_regions: ``B×H×W`` region maps (any ``H×W``, averaged down to ``h×w``).
+        keypoint_names: the K keypoints' names; a part whose landmarks are all missing is left out.
+
+    Returns:
+        The mean over marked pixels of ``−log Σ_{k ∈ part} w_k``: a region of :data:`PART_LANDMARKS` in either
+        frame (the eye being closed over must move with the eye) takes its landmarks' motions, background and body
+        that are so in both frames take the identity (a pixel in two parts counts for both). 0 with the graph kept
+        when nothing is marked.
+    """
+    size = weights.shape[-2:]
+    groups = [(region_mask(source_regions, (region,)).maximum(region_mask(driving_regions, (region,))),
+               [1 + keypoint_names.index(n) for n in names if n in keypoint_names]) for region, names in PART_LANDMARKS.items()]
+    groups.append((region_mask(source_regions, STILL_REGIONS) * region_mask(driving_regions, STILL_REGIONS), [0]))
+    total, area = weights.sum() * 0.0, weights.new_zeros(())
+    for mask, indices in groups:
+        if indices:
+            share = F.adaptive_avg_pool2d(mask, size)
+            total = total - (share * weights[:, indices].sum(1, keepdim=True).clamp_min(1e-6).log()).sum()
+            area = area + share.sum()
+    return total / area.clamp_min(1.0)
 
 
 class ExpressionPoseGenerator(FiLMUNet):
@@ -61,9 +103,13 @@ class ExpressionPoseGenerator(FiLMUNet):
         warp_mask_weight: weight of the binary cross-entropy between the warp mask and the head regions
             (``backbone/warp_mask``; needs region maps, 0 turns it off).
         change_outside_weight: weight of the mean change mask outside the head regions (``backbone/change_outside``).
+        part_weight: weight of :func:`part_assignment_loss` on the keypoint flow's motion weights (``backbone/parts``;
+            needs region maps and a descriptor with named landmarks, e.g. the rig descriptor; 0 turns it off).
 
     ``generate`` returns the maps ``flow`` ``B×2×H×W`` (backward offsets before masking), ``warp_mask`` and ``change_mask``
-    ``B×1×H×W`` in ``[0, 1]`` and ``warped`` ``B×C×H×W`` (the source after the masked warp, before synthesis).
+    ``B×1×H×W`` in ``[0, 1]`` and ``warped`` ``B×C×H×W`` (the source after the masked warp, before synthesis); with
+    the keypoint flow also ``motion_weights`` ``B×(K+1)×h×w``, its weights of the sparse motions at ``motion_scale``
+    of the image size.
     """
 
     def __init__(
@@ -85,10 +131,11 @@ class ExpressionPoseGenerator(FiLMUNet):
         keypoint_std: float = 0.1,
         warp_mask_weight: float = 0.1,
         change_outside_weight: float = 0.1,
+        part_weight: float = 0.0,
     ) -> None:
         super().__init__(motion, channels, width, depth, embed_dim, motion_map_channels, fold, block, motion_input_channels)
-        if warp_mask_weight < 0 or change_outside_weight < 0:
-            raise ValueError(f"mask loss weights must be non-negative, got {warp_mask_weight} and {change_outside_weight}")
+        if warp_mask_weight < 0 or change_outside_weight < 0 or part_weight < 0:
+            raise ValueError(f"mask loss weights must be non-negative, got {warp_mask_weight}, {change_outside_weight} and {part_weight}")
         if flow_scale <= 0:
             raise ValueError(f"flow_scale must be positive, got {flow_scale}")
         self.warp_mask_weight, self.change_outside_weight, self.flow_scale = warp_mask_weight, change_outside_weight, flow_scale
@@ -103,6 +150,10 @@ class ExpressionPoseGenerator(FiLMUNet):
         self._fine = fine
         self.motion_scale = motion_scale
         self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std) if keypoint_flow and motion.num_keypoints else None
+        if part_weight > 0 and (self.dense_motion is None or not motion.keypoint_names):
+            raise ValueError(f"part_weight={part_weight} needs the keypoint flow and a descriptor whose keypoints are named "
+                             "landmarks (modules.descriptors.RigDescriptor); set it to 0 for this descriptor")
+        self.keypoint_names, self.part_weight = motion.keypoint_names, part_weight
 
     def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
         out = self.head(self.trunk(source, source_motion, driving_motion))
@@ -112,19 +163,21 @@ class ExpressionPoseGenerator(FiLMUNet):
         coarse = F.interpolate(out[:, self._fine :], size=size, mode="bilinear", align_corners=False)
         flow, warp_mask = self.flow_scale * coarse[:, :2], torch.sigmoid(coarse[:, 2:])
         grid = create_meshgrid(*size, normalized_coordinates=True, device=source.device, dtype=source.dtype)
+        maps = {}
         if self.dense_motion is not None:
-            dense, _ = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
+            dense, _, maps["motion_weights"] = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
             flow = flow + (dense - grid).permute(0, 3, 1, 2)
         warped = F.grid_sample(source, grid + (warp_mask * flow).permute(0, 2, 3, 1), align_corners=True, padding_mode="border")
         prediction = warped + change_mask * correction  # (1 − m)·warped + m·colour, colour = warped + correction
-        return Generated(prediction, {"flow": flow, "warp_mask": warp_mask, "change_mask": change_mask, "warped": warped})
+        return Generated(prediction, {"flow": flow, "warp_mask": warp_mask, "change_mask": change_mask, "warped": warped, **maps})
 
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
         return self.generate(source, source_motion, driving_motion).prediction
 
     def auxiliary_losses(self, generated: Generated, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``warp_mask`` (BCE against the head regions of source ∪ driving) and ``change_outside`` (mean change mask
-        off the head), weighted; none without ``source_regions`` and ``driving_regions``."""
+        """``warp_mask`` (BCE against the head regions of source ∪ driving), ``change_outside`` (mean change mask
+        off the head) and ``parts`` (:func:`part_assignment_loss`), weighted; none without ``source_regions`` and
+        ``driving_regions``."""
         if "source_regions" not in batch or "driving_regions" not in batch:
             return {}
         head = torch.maximum(region_mask(batch["source_regions"], HEAD_REGIONS), region_mask(batch["driving_regions"], HEAD_REGIONS))
@@ -134,4 +187,7 @@ class ExpressionPoseGenerator(FiLMUNet):
             terms["warp_mask"] = self.warp_mask_weight * F.binary_cross_entropy(mask, head)
         if self.change_outside_weight > 0:
             terms["change_outside"] = self.change_outside_weight * (generated.maps["change_mask"] * (1.0 - head)).mean()
+        if self.part_weight > 0:
+            terms["parts"] = self.part_weight * part_assignment_loss(
+                generated.maps["motion_weights"], batch["source_regions"], batch["driving_regions"], self.keypoint_names)
         return terms

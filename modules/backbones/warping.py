@@ -53,9 +53,10 @@ class DenseMotion(nn.Module):
         self.mask = nn.Conv2d(width, motions, 7, padding=3)
         self.occlusion = nn.Conv2d(width, 1, 7, padding=3)
 
-    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor]:
-        """Dense flow ``B×h×w×2`` (normalised sampling grid) and occlusion ``B×1×h×w`` in ``[0, 1]`` at the
-        resolution of ``source`` (``B×C×h×w``)."""
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor, Tensor]:
+        """Dense flow ``B×h×w×2`` (normalised sampling grid), occlusion ``B×1×h×w`` in ``[0, 1]`` and the weights
+        ``B×(K+1)×h×w`` of the sparse motions (softmax over them; 0 is the identity) at the resolution of
+        ``source`` (``B×C×h×w``)."""
         batch, channels, height, width = source.shape
         grid = create_meshgrid(height, width, normalized_coordinates=True, device=source.device, dtype=source.dtype)[0]
         flows = sparse_motions(grid, source_motion, driving_motion)  # B×(K+1)×h×w×2
@@ -72,16 +73,16 @@ class DenseMotion(nn.Module):
         u0 = self.up0(torch.cat([F.interpolate(u1, size=x.shape[-2:], mode="nearest"), x], 1))
         mask = self.mask(u0).softmax(dim=1)  # B×(K+1)×h×w
         dense = (mask[..., None] * flows).sum(dim=1)
-        return dense, torch.sigmoid(self.occlusion(u0))
+        return dense, torch.sigmoid(self.occlusion(u0)), mask
 
-    def at_image_size(self, source: Tensor, source_motion: Motion, driving_motion: Motion, scale: float) -> tuple[Tensor, Tensor]:
+    def at_image_size(self, source: Tensor, source_motion: Motion, driving_motion: Motion, scale: float) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`forward` on ``source`` ``B×C×H×W`` reduced to ``scale`` of its size (antialiased), with the flow
-        ``B×H×W×2`` and occlusion ``B×1×H×W`` brought back to ``H×W``."""
+        ``B×H×W×2`` and occlusion ``B×1×H×W`` brought back to ``H×W`` (the weights stay at the reduced size)."""
         small = F.interpolate(source, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
-        flow, occlusion = self(small, source_motion, driving_motion)
+        flow, occlusion, weights = self(small, source_motion, driving_motion)
         size = source.shape[-2:]
         flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
-        return flow, F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False)
+        return flow, F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False), weights
 
 
 class ResBlock(nn.Module):
@@ -146,7 +147,7 @@ class WarpingGenerator(AnimatorBackbone):
         height, width = source.shape[-2:]
         if height % 4 or width % 4:
             raise ValueError(f"WarpingGenerator needs H and W divisible by 4, got {height}×{width}")
-        flow, occlusion = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
+        flow, occlusion, _ = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
         features = self.encoder(source)
         quarter = features.shape[-2:]
         flow_quarter = F.interpolate(flow.permute(0, 3, 1, 2), size=quarter, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)

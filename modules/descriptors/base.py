@@ -26,12 +26,15 @@ class MotionSpec:
         map_channels: ``M``, channels of the spatial motion maps; 0 when the descriptor gives none.
         num_keypoints: ``K``, points the descriptor locates (keypoints, region centroids); 0 when none.
         jacobians: whether each keypoint comes with a local 2×2 Jacobian.
+        keypoint_names: what each keypoint is, where they are named landmarks
+            (:data:`~datamodules.puppet.KEYPOINT_NAMES`); empty for unsupervised keypoints.
     """
 
     vector_dim: int
     map_channels: int
     num_keypoints: int = 0
     jacobians: bool = False
+    keypoint_names: tuple[str, ...] = ()
 
 
 @dataclass
