@@ -287,34 +287,35 @@ def under(value: float, floor: float) -> str:
     return f"{value:.4f} ({100 * (1 - value / floor):+.0f} %)"
 
 
+def markdown_table(columns: list[str], rows: list[list[str]]) -> None:
+    """Print one Markdown table."""
+    print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def print_table(results: list[dict], held_out: list[str]) -> None:
-    """Two Markdown tables: self/face against their floors, and cross-identity per held-out character."""
+    """Markdown tables: self/face against their floors, cross-identity per held-out character, and (for parameter
+    descriptors) the scores when driven by the true parameters."""
     first = results[0]["scores"]
     print(f"\nheld-out characters: {', '.join(held_out)}; floors: self {first['self/l1/floor']:.4f}, "
           f"face (self) {first['self/face/floor']:.4f}, face (cross) {first['cross/face/floor']:.4f}")
-    print("\n| run | steps | self L1 (under floor) | face L1, self | face L1, cross rel+scale | fps 256² |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        s = r["scores"]
-        print(f"| {r['name']} | {r['steps']} | {under(s['self/l1/abs'], s['self/l1/floor'])} | {under(s['self/face/abs'], s['self/face/floor'])} | "
-              f"{under(s['cross/face/rel+scale'], s['cross/face/floor'])} | {r['fps']:.1f} |")
-    print("\n| run | portrait | cross floor | abs | rel | rel+scale |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        s = r["scores"]
-        for character in held_out:
-            floor = s[f"cross/l1/floor/{character}"]
-            cells = " | ".join(under(s[f"cross/l1/{kind}/{character}"], floor) for kind in ("abs", "rel", "rel+scale"))
-            print(f"| {r['name']} | {character} | {floor:.4f} | {cells} |")
+
+    def cell(s: dict, protocol: str, metric: str, kind: str, character: str = "") -> str:
+        suffix = f"/{character}" if character else ""
+        return under(s[f"{protocol}/{metric}/{kind}{suffix}"], s[f"{protocol}/{metric}/floor{suffix}"])
+
+    markdown_table(["run", "steps", "self L1 (under floor)", "face L1, self", "face L1, cross rel+scale", "fps 256²"],
+                   [[r["name"], str(r["steps"]), cell(r["scores"], "self", "l1", "abs"), cell(r["scores"], "self", "face", "abs"),
+                     cell(r["scores"], "cross", "face", "rel+scale"), f"{r['fps']:.1f}"] for r in results])
+    markdown_table(["run", "portrait", "cross floor", "abs", "rel", "rel+scale"],
+                   [[r["name"], c, f"{r['scores'][f'cross/l1/floor/{c}']:.4f}", *(cell(r["scores"], "cross", "l1", k, c) for k in ("abs", "rel", "rel+scale"))]
+                    for r in results for c in held_out])
     driven = [r for r in results if "self/l1/params" in r["scores"]]
     if driven:
-        print("\ndriven by the true parameters (landmarks as read):\n")
-        print("| run | self L1 | face L1, self | cross L1 | face L1, cross |")
-        print("|---|---|---|---|---|")
-        for r in driven:
-            s = r["scores"]
-            print(f"| {r['name']} | {under(s['self/l1/params'], s['self/l1/floor'])} | {under(s['self/face/params'], s['self/face/floor'])} | "
-                  f"{under(s['cross/l1/params'], s['cross/l1/floor'])} | {under(s['cross/face/params'], s['cross/face/floor'])} |")
+        print("\ndriven by the true parameters (landmarks as read):")
+        markdown_table(["run", "self L1", "face L1, self", "cross L1", "face L1, cross"],
+                       [[r["name"], *(cell(r["scores"], p, m, "params") for p in ("self", "cross") for m in ("l1", "face"))] for r in driven])
 
 
 def main(argv: list[str] | None = None) -> None:
