@@ -43,7 +43,7 @@ import re  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field, replace  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from datetime import timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -61,7 +61,6 @@ from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from datamodules.puppet import EXPRESSION_REGIONS  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
 from lightning_app.files import atomic_open, atomic_path, atomic_write_text  # noqa: E402
-from modules.descriptors.rig import normalise_rig_parameters  # noqa: E402
 from modules.errors import UserFacingError, exit_on_user_error  # noqa: E402
 from modules.losses import region_error, region_mask  # noqa: E402
 
@@ -175,16 +174,12 @@ def animate_with_true_parameters(model, batch: dict, relative: bool) -> torch.Te
     size = batch["source"].shape[0]
     frames = [batch["source"], batch["driving"]] + ([batch["driving_first"]] if relative else [])
     motion = model.describe(torch.cat(frames))
-
-    def with_parameters(read, params):
-        vector = torch.where(params.isfinite(), normalise_rig_parameters(params.to(read.vector.dtype)), read.vector)
-        return replace(read, vector=vector, jacobians=model.descriptor.motion_from_vector(vector).jacobians)
-
-    source_motion = with_parameters(motion[:size], batch["source_params"])
+    source_motion = model.descriptor.with_parameters(motion[:size], batch["source_params"])
     driving_motion = motion[size : 2 * size]
     if relative:
         driving_motion = source_motion.relative(driving_motion, motion[2 * size :])
-    return model.backbone(batch["source"], source_motion, with_parameters(driving_motion, batch["driving_params"])).clamp(0.0, 1.0)
+    driving_motion = model.descriptor.with_parameters(driving_motion, batch["driving_params"])
+    return model.backbone(batch["source"], source_motion, driving_motion).clamp(0.0, 1.0)
 
 
 @torch.inference_mode()

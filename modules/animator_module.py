@@ -77,6 +77,11 @@ class AnimatorModule(LightningModule):
             does not under-move a large-faced portrait; no effect for descriptors without keypoints. Off by default:
             on held-out Live2D characters it made relative cross-identity L1 worse for every keypoint config
             measured (``benchmarks/quality.py``; README, Quality).
+        teacher_forcing: in training, drive the backbone with the data's true parameters (where the character has
+            them) in place of the descriptor's reading, landmarks still read — for descriptors whose vector is the
+            parameters (:class:`~modules.descriptors.RigDescriptor`); the descriptor keeps learning from its own
+            losses. The backbone then learns what a parameter change looks like from exact values, not from a
+            reading that is still wrong early in training.
         non_finite: what a NaN or infinite loss term or gradient does: ``"stop"`` ends training with a message naming
             the step and the terms (nothing is saved from it), ``"skip"`` leaves the step out (no update) and counts
             it (``train/skipped_steps``), stopping after ``max_skipped_steps``. Either way no checkpoint with
@@ -98,6 +103,7 @@ class AnimatorModule(LightningModule):
         reconstruction_beta: float = 0.1,
         perceptual_weights: str | None = None,
         adapt_movement_scale: bool = False,
+        teacher_forcing: bool = False,
         non_finite: NonFinitePolicy = "stop",
         max_skipped_steps: int = 20,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -110,6 +116,10 @@ class AnimatorModule(LightningModule):
         self.image_size, self.channels = image_size, channels
         self.losses, self.motion_loss, self.rgb_blur_sigma = losses, motion_loss, rgb_blur_sigma
         self.adapt_movement_scale = adapt_movement_scale
+        if teacher_forcing and not descriptor.vector_is_parameters:
+            raise UserFacingError(f"model.teacher_forcing needs a descriptor whose vector is the rig parameters "
+                                  f"(modules.descriptors.RigDescriptor), not {type(descriptor).__name__}")
+        self.teacher_forcing = teacher_forcing
         if reconstruction_beta < 0:
             raise UserFacingError(f"model.reconstruction_beta must be non-negative (0: plain L1), got {reconstruction_beta}")
         self.reconstruction_beta = reconstruction_beta
@@ -157,6 +167,11 @@ class AnimatorModule(LightningModule):
         size = source.shape[0]
         motion = self.describe(torch.cat([source, driving]))
         m_src, m_drv = motion[:size], motion[size:]
+        read_drv = m_drv  # what the descriptor saw, for its own losses
+        if self.teacher_forcing and "source_params" in batch and "driving_params" in batch:
+            known = batch.get("driving_param_mask")  # the pair's character: the same for both frames
+            m_src = self.descriptor.with_parameters(m_src, batch["source_params"], known)
+            m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
         if weights.identity > 0:
             generated = self.backbone.generate(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
             prediction, identity = generated.prediction[:size], generated.prediction[size:]
@@ -183,7 +198,7 @@ class AnimatorModule(LightningModule):
         if torch.is_grad_enabled():
             terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, batch).items()})
             if self.descriptor.trainable:
-                terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, m_drv, batch).items()})
+                terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, read_drv, batch).items()})
         return terms, prediction
 
     def total_loss(self, terms: dict[str, Tensor]) -> Tensor:

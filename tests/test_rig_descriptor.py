@@ -12,8 +12,10 @@ from datamodules import Live2DClipDataModule
 from datamodules.augmentation import PairAugmentation
 from datamodules.live2d.clips import ClipInfo, write_clip
 from datamodules.parameters import PARAMETER_INDEX, PARAMETER_NAMES
+from lightning_app.cli import AnimatorCLI
 from modules.descriptors import RigDescriptor
 from modules.descriptors.rig import masked_parameter_loss, normalise_rig_parameters
+from modules.errors import UserFacingError
 
 
 def test_normalised_parameters_span_minus_one_to_one():
@@ -85,3 +87,23 @@ def test_rig_training_on_footage_without_parameters_stops_naming_the_clips(tmp_p
     assert result.returncode == 2, result.stderr[-2000:]
     assert "A/video_000" in result.stderr and "ground-truth parameters" in result.stderr and "Traceback" not in result.stderr
     assert not logs.exists(), "nothing is written before the data is refused"
+
+
+def test_teacher_forcing_drives_the_backbone_with_the_true_parameters(tmp_path):
+    args = tiny_args(tmp_path, config="rig.yaml", extra=["--model.teacher_forcing=true", "--model.backbone.init_args.width=8"])[1:]
+    cli = AnimatorCLI(args=args, run=False)
+    cli.datamodule.setup("fit")
+    model, batch = cli.model, next(iter(cli.datamodule.train_dataloader()))
+    seen = []
+    generate = model.backbone.generate
+    model.backbone.generate = lambda source, m_src, m_drv: seen.append((m_src, m_drv)) or generate(source, m_src, m_drv)
+    terms, _ = model.compute_losses(batch)
+    size = batch["source"].shape[0]
+    m_src, m_drv = seen[0][0][:size], seen[0][1][:size]
+    assert torch.allclose(m_drv.vector, normalise_rig_parameters(batch["driving_params"]), atol=1e-6)
+    assert torch.allclose(m_src.vector, normalise_rig_parameters(batch["source_params"]), atol=1e-6)
+    read = model.descriptor(batch["driving"])
+    assert not torch.allclose(read.vector, m_drv.vector, atol=1e-3), "the reading is not what drove the backbone"
+    assert terms["descriptor/parameters"] > 0, "the descriptor still learns from its own reading"
+    with pytest.raises(UserFacingError, match="teacher_forcing needs a descriptor whose vector is the rig parameters"):
+        AnimatorCLI(args=tiny_args(tmp_path, extra=["--model.teacher_forcing=true"])[1:], run=False)

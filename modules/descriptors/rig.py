@@ -3,6 +3,8 @@ encoder that the clips' ground-truth parameters supervise."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -157,6 +159,13 @@ class RigDescriptor(MotionDescriptor):
         landmarks (parameters do not say where a face's parts are): use it relatively, where the portrait keeps its
         own landmarks (:meth:`Motion.relative`); with ``expression_jacobians`` it carries their Jacobians."""
         return Motion(vector=vector, jacobians=self._jacobians(vector))
+
+    def with_parameters(self, motion: Motion, params: Tensor, known: Tensor | None = None) -> Motion:
+        """``motion`` (as read: its landmarks kept) with raw true parameters ``params`` ``B×P`` in place of the
+        reading where they are known (``known`` ``B×P`` bool, and finite), and the Jacobians they imply."""
+        usable = params.isfinite() if known is None else known & params.isfinite()
+        vector = torch.where(usable, normalise_rig_parameters(params.to(motion.vector.dtype)), motion.vector)
+        return replace(motion, vector=vector, jacobians=self._jacobians(vector))
 
     def auxiliary_losses(self, frames: Tensor, motion: Motion, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Weighted ``parameters`` loss against ``batch["driving_params"]`` (masked by ``driving_param_mask``) and
