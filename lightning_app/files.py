@@ -1,4 +1,5 @@
-"""Atomic file writes: a file appears complete under its final name or not at all."""
+"""Atomic file writes: a file appears complete under its final name or not at all, with the permissions an ordinary
+``open`` would give it (``0o666`` less the process umask; ``mkstemp`` alone makes every file ``0o600``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """``base`` less the process umask: the mode ``open`` (``0o666``) or ``mkdir`` (``0o777``) would create."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
 
 
 @contextmanager
@@ -19,6 +27,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -36,6 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.fchmod(fd, umask_mode())
     os.close(fd)
     try:
         yield Path(tmp)

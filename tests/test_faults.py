@@ -1,14 +1,21 @@
 """Faults that must never pass silently: a diverging run stops (or skips its bad steps) with the step and the terms
-named, no checkpoint with non-finite weights is written, and none is loaded."""
+named, no checkpoint with non-finite weights is written, and none is loaded; files written atomically are as
+readable as ordinary ones."""
 
+import os
+import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import run_cli, run_cli_process, tiny_args
+from datamodules.live2d.clips import ClipInfo, write_clip
+from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.checkpoints import load_animator, save_animator
 from lightning_app.cli import AnimatorCLI
+from lightning_app.files import atomic_path, atomic_write_text
 from modules.errors import CheckpointError, NonFiniteError
 
 
@@ -73,3 +80,19 @@ def test_a_checkpoint_with_non_finite_weights_is_neither_written_nor_loaded(tmp_
     result = run_cli_process(tiny_args(tmp_path, subcommand="test", extra=[f"--ckpt_path={tmp_path / 'old-nan.ckpt'}"]), cwd=tmp_path)
     assert result.returncode == 2 and "weights are not finite" in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert load_animator(good) is not None
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "b.mp4") as path:
+            path.write_bytes(b"x")
+        info = ClipInfo("Someone", "random_000", "random", 0, 30.0, 8, 2, PARAMETER_NAMES, ())
+        clip = write_clip(tmp_path / "clips", info, {"frames": np.zeros((2, 8, 8, 4), np.uint8), "params": np.zeros((2, len(PARAMETER_NAMES)), np.float32)})
+    finally:
+        os.umask(previous)
+    for file in (tmp_path / "a.json", tmp_path / "b.mp4", clip / "frames.npy", clip / "clip.json"):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask, file
+    assert stat.S_IMODE(clip.stat().st_mode) == 0o777 & ~umask

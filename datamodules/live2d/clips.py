@@ -88,6 +88,9 @@ def write_clip(root: str | Path, info: ClipInfo, arrays: dict[str, np.ndarray]) 
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{info.name}.", suffix=".tmp", dir=final.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # as mkdir would make it (mkdtemp: 0o700, unreadable to anyone else)
         for name, (_, dtype) in _expected_shapes(info).items():
             np.save(staging / f"{name}.npy", arrays[name].astype(dtype, copy=False))
         description = {k: v for k, v in asdict(info).items() if k != "path"}
