@@ -49,9 +49,15 @@ NonFinitePolicy = Literal["stop", "skip"]
 
 
 def non_finite_entries(tensors: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors in ``tensors`` holding a NaN or an infinity (other values are ignored)."""
-    return [name for name, value in tensors.items()
-            if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    """Names of the floating-point tensors in ``tensors`` holding a NaN or an infinity (other values are ignored).
+
+    One device synchronisation for all of them (it runs on every training step), not one per tensor."""
+    floating = {name: value for name, value in tensors.items() if isinstance(value, Tensor) and value.is_floating_point()}
+    if not floating:
+        return []
+    device = next(iter(floating.values())).device
+    finite = torch.stack([torch.isfinite(value).all().to(device) for value in floating.values()]).tolist()
+    return [name for name, ok in zip(floating, finite) if not ok]
 
 
 class AnimatorModule(LightningModule):
@@ -208,8 +214,9 @@ class AnimatorModule(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         terms, _ = self.compute_losses(batch)
         total = self.total_loss(terms)
-        bad = non_finite_entries(terms) or non_finite_entries({"loss": total})
+        bad = non_finite_entries({**terms, "loss": total})
         if bad:
+            bad = [name for name in bad if name != "loss"] or bad  # name the terms; the sum only when they are finite
             self._non_finite(f"loss terms {', '.join(bad)} are not finite")
             return None  # skipped: Lightning leaves out backward and the optimizer step
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=batch["source"].shape[0])

@@ -50,7 +50,7 @@ def part_jacobians(parameters: Tensor, closed_eye_scale: float = 0.7, closed_mou
     Returns:
         ``B×K×2×2`` Jacobians in :data:`~datamodules.puppet.KEYPOINT_NAMES` order (x, y).
     """
-    opening = ((parameters.clamp(-1.0, 1.0) + 1.0) / 2.0)
+    opening = (parameters.clamp(-1.0, 1.0) + 1.0) / 2.0
     scales = torch.ones(parameters.shape[0], len(KEYPOINT_NAMES), dtype=parameters.dtype, device=parameters.device)
     for name, parameter in _EYE_PARTS.items():
         scales[:, KEYPOINT_NAMES.index(name)] = closed_eye_scale + (1.0 - closed_eye_scale) * opening[:, PARAMETER_NAMES.index(parameter)]
