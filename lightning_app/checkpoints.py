@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,51 @@ def verify_checkpoint(path: str | Path) -> Path:
     if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
         raise CheckpointError(f"checkpoint {str(file)!r} is a zip archive but not a torch checkpoint (no data.pkl)")
     return file
+
+
+def read_hyperparameters(path: str | Path) -> dict[str, Any]:
+    """The ``hyper_parameters`` a CLI run stored in its checkpoint (plain data: ``class_path``/``init_args``), read
+    with ``weights_only=True`` so that nothing in the file is executed; ``{}`` when it has none.
+
+    Raises:
+        CheckpointError: the file holds pickled objects (e.g. written by :func:`save_animator`) or is not readable.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read as plain data ({type(exc).__name__}): it was not written "
+                              "by cli.py fit; load it with animate instead") from exc
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    return hparams
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.c": value}`` for a nested config; values normalised to JSON data (paths to strings, tuples to lists),
+    and a ``class_path``'s ``init_args`` kept only under it (keys of one class are not compared with another's)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if hasattr(value, "as_dict"):  # a jsonargparse Namespace
+            value = value.as_dict()
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = json.loads(json.dumps(value, default=str))
+    return flat
+
+
+def hyperparameter_differences(checkpoint: Mapping[str, Any], requested: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings the user asked for that the checkpoint's hyper-parameters contradict: ``{key: (checkpoint value,
+    requested value)}`` over keys both have, where the request is not the default (a default the checkpoint
+    differs from is the checkpoint's to set). Keys under a ``class_path`` that itself differs are left out."""
+    stored, asked, default = flatten_config(checkpoint), flatten_config(requested), flatten_config(defaults)
+    differing = {}
+    for key in sorted(stored.keys() & asked.keys()):
+        if stored[key] != asked[key] and asked[key] != default.get(key, object()):
+            differing[key] = (stored[key], asked[key])
+    classes = [key[: -len("class_path")] for key in differing if key.endswith("class_path")]
+    return {key: values for key, values in differing.items() if not any(key.startswith(c) and not key.endswith("class_path") for c in classes)}
 
 
 def find_last_checkpoint(root: str | Path) -> Path | None:

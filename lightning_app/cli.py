@@ -6,26 +6,37 @@ DataModule, the callbacks and the loggers are chosen by ``class_path``/``init_ar
 ``configs/trainer/default.yaml`` and ``configs/data/puppet.yaml`` are loaded first as defaults for every
 subcommand; a ``--config`` given later overrides them.
 
+``--ckpt_path`` resumes (``fit``) or evaluates a checkpoint *with its own hyper-parameters*: a setting given in a
+config file or on the command line that the checkpoint contradicts is an error listing each key (checkpoint value
+vs requested value) — never a silent swap of the model; settings left at their defaults take the checkpoint's. The
+data's image size follows the checkpoint unless ``--data.init_args.image_size`` is on the command line (then
+``validate``/``test``/``predict`` warn, ``fit`` refuses). ``--weights_from CKPT`` instead starts a new run of
+*this* config from a checkpoint's weights only (no step, optimizer or schedule state; the shapes must match).
+
 Errors the user can fix (missing weights, a bad checkpoint) are printed as one message without a traceback.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from datamodules.pair_datamodule import PairDataModule
-from lightning_app.checkpoints import find_last_checkpoint, verify_checkpoint
+from lightning_app.checkpoints import find_last_checkpoint, hyperparameter_differences, read_hyperparameters, verify_checkpoint
 from modules.animator_module import AnimatorModule
-from modules.errors import CheckpointError, exit_on_user_error
+from modules.errors import CheckpointError, UserFacingError, exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [str(CONFIG_DIR / "trainer" / "default.yaml"), str(CONFIG_DIR / "data" / "puppet.yaml")]
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+IMAGE_SIZE_KEYS = ("data.init_args.image_size", "data.image_size")
+CHECKPOINT_ALIASES = (None, "last", "best", "hpc", "registry")
 
 
 class ProjectCLI(LightningCLI):
@@ -52,16 +63,92 @@ class ProjectCLI(LightningCLI):
             **kwargs,
         )
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--weights_from", type=str | None, default=None,
+                            help="start this config from a checkpoint's weights only (no step, optimizer or schedule state)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        self.command_line = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    def _on_command_line(self, keys: tuple[str, ...]) -> bool:
+        return any(arg == f"--{key}" or arg.startswith(f"--{key}=") for arg in self.command_line for key in keys)
+
     def _parse_ckpt_path(self) -> None:
-        """Verify an explicit checkpoint file before Lightning reads its hyperparameters (and later its state)."""
+        """Verify an explicit checkpoint file and check the requested config against its hyper-parameters before
+        Lightning merges them in (and later reads its state)."""
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path not in (None, "last", "best", "hpc", "registry"):
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is not None and config.get("weights_from") is not None:
+            raise UserFacingError("give --ckpt_path (resume or evaluate a checkpoint with its own settings) or --weights_from "
+                                  "(a new run of this config from its weights), not both")
+        if ckpt_path not in CHECKPOINT_ALIASES:
             verify_checkpoint(ckpt_path)
+            self._check_against_checkpoint(subcommand, ckpt_path, size_can_follow=True)
+        if config.get("weights_from") is not None:
+            verify_checkpoint(config["weights_from"])
         super()._parse_ckpt_path()
 
+    def _check_against_checkpoint(self, subcommand: str, ckpt_path: str | Path, size_can_follow: bool) -> None:
+        """Refuse settings the checkpoint contradicts; make the data's image size follow the checkpoint's (when the
+        data are not built yet: ``size_can_follow``)."""
+        stored = read_hyperparameters(ckpt_path)
+        config = self.config[subcommand]
+        defaults = self.parser._subcommands_action._name_parser_map[subcommand].get_defaults()
+        trained_size, data_args = stored.pop("image_size", None), config.get("data", {}).get("init_args")
+        stored.pop("channels", None)
+        differing = hyperparameter_differences({"model": stored}, {"model": config["model"]}, {"model": defaults["model"]})
+        if trained_size is not None and data_args is not None and data_args.get("image_size") != trained_size:
+            if not self._on_command_line(IMAGE_SIZE_KEYS) and not size_can_follow:
+                raise CheckpointError(f"--ckpt_path last is {str(ckpt_path)!r}, trained at {trained_size}², but the data are "
+                                      f"{data_args['image_size']}²: add --data.init_args.image_size={trained_size}")
+            if not self._on_command_line(IMAGE_SIZE_KEYS):
+                rank_zero_info(f"image size {trained_size} from the checkpoint {str(ckpt_path)!r} (it was trained at {trained_size}²)")
+                data_args["image_size"] = trained_size
+            elif subcommand == "fit":
+                differing["data.init_args.image_size"] = (trained_size, data_args["image_size"])
+            else:
+                rank_zero_warn(f"{subcommand} at {data_args['image_size']}² a checkpoint trained at {trained_size}² "
+                               f"({str(ckpt_path)!r}); leave out --data.init_args.image_size to use {trained_size}")
+        if differing:
+            listed = "; ".join(f"{key}: checkpoint {old!r}, requested {new!r}" for key, (old, new) in differing.items())
+            run_config = Path(ckpt_path).resolve().parent.parent / "config.yaml"
+            own = f"--config {run_config}" if run_config.is_file() else "the checkpoint run's own config"
+            raise CheckpointError(
+                f"--ckpt_path {str(ckpt_path)!r} was trained with other settings than requested — {listed}. "
+                f"Resume it with {own} (or leave those settings out), or start a new run of these settings from its "
+                f"weights with --weights_from {ckpt_path}")
+
+    def _load_weights(self) -> None:
+        """``--weights_from``: the checkpoint's weights into the freshly built model; shapes must match."""
+        path = self.config_init[self.subcommand].get("weights_from")
+        if path is None:
+            return
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
+            raise CheckpointError(f"--weights_from {path!r} cannot be read as plain data ({type(exc).__name__}); give a checkpoint "
+                                  "written by cli.py fit") from exc
+        state = checkpoint.get("state_dict", {})
+        self.model.on_load_checkpoint(checkpoint)
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+        if missing or unexpected or reshaped:
+            found = [f"{len(missing)} missing (first: {missing[0]})" if missing else "",
+                     f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else "",
+                     f"{len(reshaped)} of another shape (first: {reshaped[0]}, checkpoint vs model)" if reshaped else ""]
+            raise CheckpointError(f"--weights_from {path!r}: its weights do not fit this config's model: {', '.join(f for f in found if f)}")
+        self.model.load_state_dict(state)
+        rank_zero_info(f"weights from {path} (a new run: step, optimizer and schedule start afresh)")
+
     def _resolve_last_checkpoint(self) -> None:
-        """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's root, i.e. across earlier runs."""
+        """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's root, i.e. across earlier runs, checked
+        against the requested config like an explicit path (the data are built by now: a different image size stops)."""
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
             return
@@ -70,10 +157,16 @@ class ProjectCLI(LightningCLI):
         found = find_last_checkpoint(root) if root else None
         if found is None:
             raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead")
+        verify_checkpoint(found)
+        self._check_against_checkpoint(self.subcommand, found, size_can_follow=False)
         rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
-        config["ckpt_path"] = str(verify_checkpoint(found))
+        config["ckpt_path"] = str(found)
 
-    before_fit = before_validate = before_test = before_predict = _resolve_last_checkpoint
+    def _before_run(self) -> None:
+        self._load_weights()
+        self._resolve_last_checkpoint()
+
+    before_fit = before_validate = before_test = before_predict = _before_run
 
 
 class AnimatorCLI(ProjectCLI):
@@ -83,12 +176,13 @@ class AnimatorCLI(ProjectCLI):
         super().__init__(AnimatorModule, DEFAULT_CONFIGS, args=args, run=run, **kwargs)
 
     def before_fit(self) -> None:
-        """Refuse data that lacks what the descriptor learns from, then resolve ``--ckpt_path last``."""
+        """Refuse data that lacks what the descriptor learns from, then ``--weights_from`` and ``--ckpt_path last``."""
         if self.model.descriptor.needs_parameters and isinstance(self.datamodule, PairDataModule):
             self.datamodule.require_parameters()
-        self._resolve_last_checkpoint()
+        self._before_run()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.link_arguments("data.init_args.image_size", "model.image_size")
         parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
 
