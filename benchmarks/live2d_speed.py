@@ -14,11 +14,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datamodules import Live2DClipDataModule  # noqa: E402
+from datamodules.live2d.render_process import render_pool  # noqa: E402
 from datamodules.live2d.trajectories import random_trajectory  # noqa: E402
 from lightning_app.render import find_models, render_dataset  # noqa: E402
 from speed import bench_model  # noqa: E402  (benchmarks/speed.py, beside this file)
@@ -69,11 +68,10 @@ def main() -> None:
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[64, 128, 256], help="model input sizes for the loader rows")
     opts = parser.parse_args()
     models = find_models(opts.models, None)
-    spawn = multiprocessing.get_context("spawn")
     print(f"\n| model | ground truth | render frames/s at {opts.size}², 1 process | {opts.workers} processes at once, total | model load s |")
     print("|---|---|---|---|---|")
     rendered = []
-    with ProcessPoolExecutor(opts.workers, mp_context=spawn) as pool:
+    with render_pool(opts.workers) as pool:
         for name, path in models.items():
             fps, loaded, truth = pool.submit(render_rate, str(path), opts.size, opts.frames).result()
             concurrent = [pool.submit(render_rate, str(path), opts.size, opts.frames) for _ in range(opts.workers)]

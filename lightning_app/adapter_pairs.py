@@ -20,9 +20,7 @@ is recomputed.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from rich.progress import track
 
 from datamodules.face_landmarks import FEATURE_DIM, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
 from datamodules.live2d.clips import ClipError, ClipInfo, composite, open_arrays, read_clip
-from datamodules.live2d.render_process import render_clip
+from datamodules.live2d.render_process import render_clip, render_pool
 from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.files import atomic_write_bytes
 from lightning_app.frames import open_frames
@@ -166,7 +164,7 @@ def render_parameters(models: dict[str, Path], params: np.ndarray, root: Path, s
         else:
             missing.append(character)
     if missing:
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(missing))), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with render_pool(min(workers, len(missing))) as pool:
             jobs = [pool.submit(render_clip, str(models[c]), str(root),
                                 ClipInfo(c, HUMAN_CLIP, "human", 0, fps, size, len(params), PARAMETER_NAMES, ()), False, None, params)
                     for c in missing]

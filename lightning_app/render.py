@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from rich.progress import Progress
 from datamodules.live2d.clips import ClipInfo, composite, index_clips, open_arrays
 from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import KINDS, check_overrides
-from datamodules.live2d.render_process import render_clip
+from datamodules.live2d.render_process import render_clip, render_pool
 from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.files import atomic_write_bytes, atomic_write_text
 from modules.errors import UserFacingError, exit_on_user_error
@@ -176,7 +175,7 @@ def _render_clips(plan: list[ClipInfo], workers: int, progress: Progress, bar, r
     """Render ``plan`` in one pool of ``workers`` processes, recording models that raise in ``failed`` and each
     character's ground-truth problem in ``problems``; returns the clips left unrendered when a worker died."""
     left = []
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with render_pool(workers) as pool:
         futures = {pool.submit(render_clip, str(renderable[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
         for future in as_completed(futures):
             clip = futures[future]

@@ -1,22 +1,27 @@
 """Faults that must never pass silently: a diverging run stops (or skips its bad steps) with the step and the terms
 named, no checkpoint with non-finite weights is written, and none is loaded; files written atomically are as
-readable as ordinary ones."""
+readable as ordinary ones; rendering workers do not outlive a killed parent."""
 
 import os
 import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, run_cli_process, tiny_args
+from conftest import ROOT, run_cli, run_cli_process, tiny_args
 from datamodules.live2d.clips import ClipInfo, write_clip
 from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.checkpoints import load_animator, save_animator
 from lightning_app.cli import AnimatorCLI
 from lightning_app.files import atomic_path, atomic_write_text
 from modules.errors import CheckpointError, NonFiniteError
+from test_live2d import MODELS, needs_models
 
 
 def checkpoints(tmp_path: Path) -> list[Path]:
@@ -96,3 +101,68 @@ def test_atomic_writes_get_the_permissions_of_an_ordinary_write(tmp_path, umask)
     for file in (tmp_path / "a.json", tmp_path / "b.mp4", clip / "frames.npy", clip / "clip.json"):
         assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask, file
     assert stat.S_IMODE(clip.stat().st_mode) == 0o777 & ~umask
+
+
+def children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    living = set()
+    for pid in pids:
+        try:
+            if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                living.add(pid)
+        except OSError:
+            pass
+    return living
+
+
+def kill_and_watch_workers(command: list[str], ready: Callable[[subprocess.Popen], bool]) -> set[int]:
+    """Start ``command``, wait until ``ready(process)`` (its workers have started working), SIGKILL it; the
+    child processes still alive 10 s later."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while not (working := ready(process)) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        spawned = children(process.pid)
+        assert working and process.poll() is None, f"its workers did not start working; exit status {process.poll()}"
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while alive(spawned) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive(spawned)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc (Linux)")
+
+
+@needs_proc
+def test_render_pool_workers_die_with_a_killed_parent():
+    script = ("import sys, time; sys.path.insert(0, '.'); from datamodules.live2d.render_process import render_pool; "
+              "pool = render_pool(2); [f.result() for f in [pool.submit(time.sleep, 1) for _ in range(2)]]; "
+              "[pool.submit(time.sleep, 120) for _ in range(2)]; print('working', flush=True); time.sleep(120)")
+    survivors = kill_and_watch_workers([sys.executable, "-c", script], ready=lambda process: process.stdout.readline().strip() == "working")  # blocks until printed
+    assert not survivors, f"workers {survivors} outlived their parent"
+
+
+@needs_proc
+@needs_models
+def test_killing_render_leaves_no_worker(tmp_path):
+    command = [sys.executable, "-m", "lightning_app.render", "--models", str(MODELS), "--characters", "Hiyori", "Mark",
+               "--out", str(tmp_path / "clips"), "--size", "64", "--clips", "20", "--replays", "0", "--workers", "2"]
+    survivors = kill_and_watch_workers(command, ready=lambda _: len(list((tmp_path / "clips").glob("*/*/clip.json"))) >= 2)
+    assert not survivors, f"render workers {survivors} outlived the killed render"

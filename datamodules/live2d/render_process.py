@@ -2,12 +2,16 @@
 
 A rendering process owns its GL context; contexts must not cross a ``fork`` and a crash inside the Cubism core
 ends only the worker. :func:`render_poses` runs in the worker; :func:`render_in_subprocess` calls it from any
-process (a test, a DataLoader's parent, a command) and turns a dead worker into a clear error.
+process (a test, a DataLoader's parent, a command) and turns a dead worker into a clear error. Every pool comes
+from :func:`render_pool`, whose workers end when the process that started them is gone (even by SIGKILL).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -18,6 +22,27 @@ import numpy as np
 from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, write_clip
 from datamodules.live2d.trajectories import random_trajectory
 from modules.errors import UserFacingError
+
+
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit once the process that started this worker is gone. A parent killed with SIGKILL
+    runs no clean-up, and its workers would otherwise wait on their task pipe forever; a daemon thread compares
+    the parent's pid every :data:`PARENT_CHECK_SECONDS`."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def render_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` (at least 1) ``spawn`` processes that die with this one."""
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 @dataclass(frozen=True)
@@ -107,7 +132,7 @@ def render_in_subprocess(model_json: str | Path, poses: np.ndarray, size: int, p
         UserFacingError: the model's own errors as raised in the worker, or the worker dying (the Cubism core
             ends the process on some malformed inputs), naming the model.
     """
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with render_pool(1) as pool:
         try:
             return pool.submit(render_poses, str(model_json), poses, size, physics, region_overrides).result()
         except BrokenProcessPool as exc:
