@@ -4,6 +4,7 @@ from callbacks.evaluation_report import EvaluationReport
 from callbacks.gradient_clipping import GradientNormClipping
 from callbacks.lr_schedule import LRSchedule
 from callbacks.memory_monitor import MemoryMonitor
+from callbacks.random_state import RandomState
 from callbacks.sample_grid import SampleGrid
 
-__all__ = ["EvaluationReport", "GradientNormClipping", "LRSchedule", "MemoryMonitor", "SampleGrid"]
+__all__ = ["EvaluationReport", "GradientNormClipping", "LRSchedule", "MemoryMonitor", "RandomState", "SampleGrid"]

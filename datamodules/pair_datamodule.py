@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 from itertools import zip_longest
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler
 
 from datamodules.augmentation import PairAugmentation
 from datamodules.protocols import EvaluationClip, FrameReader, Protocol, ProtocolPairs, Split
+
+def _order_of(sampler: Any) -> str:
+    """What draws a loader's order: the sampler's class and, distributed, the number of processes."""
+    replicas = getattr(sampler, "num_replicas", None)
+    return type(sampler).__name__ + (f" over {replicas} processes" if replicas else "")
+
+
+class ResumableLoader(StatefulDataLoader):
+    """The training loader: its position and shuffling state go into checkpoints, and are restored where the order
+    is drawn the same way. A checkpoint from another layout (e.g. one process, resumed on two with DDP's
+    distributed sampler) starts a new order, with a warning: such a resume is not exact."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "order": _order_of(self.sampler)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        saved, now = state.pop("order", None), _order_of(self.sampler)
+        if saved != now:
+            rank_zero_warn(f"the checkpoint's training pairs were ordered by {saved}, this run's by {now}: they start a new "
+                           "order (the resumed run is not exact)")
+            return
+        super().load_state_dict(state)
+
 
 PairMode = Literal["self", "cross"]
 """``self``: source and driving frame of one character; ``cross``: two characters, with a ground-truth target."""
@@ -22,7 +50,9 @@ class PairDataModule(L.LightningDataModule):
     :meth:`evaluation_reader`.
 
     Training shuffles, drops the last partial batch and applies ``augmentation`` (if any) to each batch on its
-    device; validation, test and predict keep the datasets' fixed order, unaugmented.
+    device; its loader is a :class:`ResumableLoader`, whose position and shuffling state go into checkpoints (a run
+    resumed mid-epoch continues the same order). Validation, test and predict keep the datasets' fixed order,
+    unaugmented.
 
     Test: without ``test_protocols`` one loader of ``test_set`` pairs; with them one loader per protocol and
     split (:mod:`datamodules.protocols`), named in :attr:`test_names` (``"self/held_out"``, …), over
@@ -70,14 +100,16 @@ class PairDataModule(L.LightningDataModule):
         return 3
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
-        )
+        # Every loader draws its workers' seeds from a generator of its own: a resumed run starts its iterators at
+        # other steps than an uninterrupted one, and must not shift the global generators the training steps use.
+        if not shuffle:
+            return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                              generator=torch.Generator().manual_seed(0))
+        # The training order has one too (seeded from the global one), saved with the loader's position.
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()))))
+        return ResumableLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0, drop_last=True,
+                               generator=torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()))))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -74,8 +74,8 @@ def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read as plain data ({type(exc).__name__}): it was not written "
-                              "by cli.py fit; load it with animate instead") from exc
+        raise CheckpointError(f"checkpoint {str(path)!r} holds more than plain data ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120]}); give one written by cli.py fit") from exc
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     return hparams

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ class StopAfterValidationAt(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class KillAt(Callback):
+    """Test callback: SIGKILL this process (no clean-up, like a lost node) as optimizer step ``step`` begins."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_puppet_clips(root: Path, characters: dict[str, int], clips: int = 1, replays: int = 1, frames: int = 8, size: int = 32,

@@ -3,6 +3,7 @@ named, no checkpoint with non-finite weights is written, and none is loaded; fil
 readable as ordinary ones; rendering workers do not outlive a killed parent."""
 
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -166,3 +167,26 @@ def test_killing_render_leaves_no_worker(tmp_path):
                "--out", str(tmp_path / "clips"), "--size", "64", "--clips", "20", "--replays", "0", "--workers", "2"]
     survivors = kill_and_watch_workers(command, ready=lambda _: len(list((tmp_path / "clips").glob("*/*/clip.json"))) >= 2)
     assert not survivors, f"render workers {survivors} outlived the killed render"
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_9_at_a_random_step_then_resume_ends_with_the_uninterrupted_weights(tmp_path, workers):
+    steps, kill_at = 12, int(os.environ.get("KILL_AT", random.randint(3, 11)))  # KILL_AT=n repeats a failure; last.ckpt every 2 steps: resumes from step 2·⌊(kill_at-1)/2⌋ or so
+    common = ["--trainer.deterministic=true", "--trainer.val_check_interval=2", f"--data.init_args.num_workers={workers}",
+              "--data.init_args.train_pairs=24"]  # epochs of 6 batches: the kill and the resume fall mid-epoch
+    straight = run_cli_process(tiny_args(tmp_path / "straight", steps=steps, extra=common), cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = run_cli_process(tiny_args(tmp_path / "killed", steps=steps, extra=[*common, "--trainer.callbacks+=conftest.KillAt",
+                                                                                 f"--trainer.callbacks.step={kill_at}"]),
+                             cwd=tmp_path, env={"PYTHONPATH": str(ROOT / "tests")})
+    assert killed.returncode == -9, f"not killed at step {kill_at}: {killed.stderr[-2000:]}"
+    resumed = run_cli_process(tiny_args(tmp_path / "killed", steps=steps, extra=[*common, "--ckpt_path=last"]), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = final_weights(next((tmp_path / "straight" / "logs" / "run").glob("version_*")))
+    got = final_weights(sorted((tmp_path / "killed" / "logs" / "run").glob("version_*"))[-1])
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, f"killed at step {kill_at}, resumed: {len(different)} tensors differ, first {different[0]}"
