@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datamodules.face_landmarks import face_measures, geometric_parameters  # noqa: E402
 from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from lightning_app.animate import Animation, HumanMotion, read_portrait  # noqa: E402
-from lightning_app.checkpoints import load_animator  # noqa: E402
+from lightning_app.checkpoints import expect_checkpoint_kind, load_animator  # noqa: E402
 from lightning_app.frames import open_frames  # noqa: E402
 from lightning_app.train_adapter import COMPARED, correlation  # noqa: E402
 from modules.evaluator import EvaluatorModule  # noqa: E402
@@ -77,6 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     animator = load_animator(args.checkpoint).eval()
+    expect_checkpoint_kind(args.evaluator, "evaluator", "--evaluator")
     evaluator = EvaluatorModule.load_from_checkpoint(args.evaluator, map_location="cpu").eval()
     portrait = read_portrait(args.portrait, args.size)
     rows = {video.name: evaluate_video(animator, evaluator, args.landmarker, portrait, video, args.max_frames) for video in args.videos}

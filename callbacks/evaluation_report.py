@@ -35,6 +35,7 @@ from rich.table import Table
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from lightning_app.checkpoints import expect_checkpoint_kind
 from lightning_app.files import atomic_path, atomic_write_bytes, atomic_write_text
 
 LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet weights, as torch.hub caches them
@@ -56,6 +57,8 @@ class EvaluationReport(L.Callback):
     """
 
     def __init__(self, evaluator: str | None = None, sample_clips: int = 2, fps: float = 15.0) -> None:
+        if evaluator is not None:
+            expect_checkpoint_kind(evaluator, "evaluator", "evaluator")  # when the config is built, before any run folder
         self.evaluator_path, self.sample_clips, self.fps = evaluator, sample_clips, fps
         self.evaluator = None
         self.lpips = None

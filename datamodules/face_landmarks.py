@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class FaceTracker:
         fps: frame rate used for VIDEO timestamps.
 
     Raises:
-        UserFacingError: the bundle is missing or mediapipe is not installed.
+        UserFacingError: the bundle is missing or not a bundle, or mediapipe is not installed.
     """
 
     def __init__(self, model_path: str | Path, video: bool = False, min_detection: float = 0.5, min_presence: float = 0.5, fps: float = 30.0) -> None:
@@ -87,6 +88,8 @@ class FaceTracker:
         if not self.model_path.is_file():
             raise UserFacingError(f"MediaPipe face landmarker bundle {str(self.model_path)!r} does not exist "
                                   "(get face_landmarker.task from MediaPipe's Face Landmarker model page)")
+        if not zipfile.is_zipfile(self.model_path):
+            raise UserFacingError(f"{str(self.model_path)!r} is not a MediaPipe .task bundle (a zip archive such as face_landmarker.task)")
         self.video, self.min_detection, self.min_presence, self.fps = video, min_detection, min_presence, fps
         self._landmarker = None
         self._frame = 0

@@ -208,6 +208,7 @@ class Live2DClipDataModule(PairDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augmentation"])
+        self.set_loader_settings(image_size, batch_size, num_workers)
         self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
         self.augmentation = augmentation
         clips, bad = index_clips(root)
@@ -232,7 +233,6 @@ class Live2DClipDataModule(PairDataModule):
         train = [c for c in characters if c not in held]
         evaluation = sorted(held)
         common = {"image_size": image_size, "max_gap": max_gap, "background": background}
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.train_set = Live2DClipPairs(clips, train, train_pairs, mode="self", seed=seed, **common)
         self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
         self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)

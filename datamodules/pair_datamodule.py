@@ -45,7 +45,7 @@ PairMode = Literal["self", "cross"]
 
 
 class PairDataModule(L.LightningDataModule):
-    """Base class: subclasses set ``train_set``, ``val_set``, ``test_set``, ``batch_size``, ``num_workers``,
+    """Base class: subclasses call :meth:`set_loader_settings`, set ``train_set``, ``val_set``, ``test_set``,
     ``augmentation`` and the evaluation settings, and implement :meth:`evaluation_clips` and
     :meth:`evaluation_reader`.
 
@@ -68,6 +68,16 @@ class PairDataModule(L.LightningDataModule):
     test_protocols: list[Protocol] | None = None
     test_clips: int = 4
     test_clip_frames: int = 30
+
+    def set_loader_settings(self, image_size: int, batch_size: int, num_workers: int) -> None:
+        """Check and keep the settings every subclass takes (``ValueError`` naming the bad one)."""
+        if image_size < 16:
+            raise ValueError(f"image_size must be at least 16, got {image_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be at least 0, got {num_workers}")
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
 
     def require_parameters(self) -> None:
         """Stop with a message naming the clips when training pairs carry no known standard parameters (for

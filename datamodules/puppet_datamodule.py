@@ -154,11 +154,9 @@ class PuppetDataModule(PairDataModule):
         test_clip_frames: int = 30,
     ) -> None:
         super().__init__()
-        if image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {image_size}")
+        self.set_loader_settings(image_size, batch_size, num_workers)
         self.save_hyperparameters(ignore=["augmentation"])
         self.augmentation = augmentation
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
         train = list(range(train_identities))
         held_out = held_out_list(held_out_identities)

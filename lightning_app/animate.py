@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 import cv2
@@ -32,7 +33,7 @@ from rich.progress import Progress
 from datamodules.face_landmarks import FaceObservation, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
 from datamodules.parameters import default_parameters
 from lightning_app.checkpoints import load_animator
-from lightning_app.files import atomic_path
+from lightning_app.files import atomic_path, check_folder_path
 from lightning_app.frames import open_frames
 from modules.animator_module import AnimatorModule
 from modules.descriptors.base import Motion, movement_scale
@@ -40,11 +41,18 @@ from modules.descriptors.rig import normalise_rig_parameters
 from modules.errors import UserFacingError, exit_on_user_error
 
 
+SMALL_PORTRAIT = 0.25  # a portrait's shorter side below this fraction of the model size is warned about
+
+
 def read_portrait(path: Path, size: int) -> torch.Tensor:
-    """``1×3×size×size`` in ``[0, 1]`` from an image file (centre square; transparency over white)."""
+    """``1×3×size×size`` in ``[0, 1]`` from an image file (centre square; transparency over white); warns when the
+    image is far smaller than ``size`` (upscaled, it carries little of the face)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise UserFacingError(f"cannot read the portrait image {str(path)!r} (missing, or not an image OpenCV reads)")
+    if min(image.shape[:2]) < SMALL_PORTRAIT * size:
+        warnings.warn(f"the portrait {str(path)!r} is {image.shape[1]}×{image.shape[0]} pixels, far below the model's {size}²: "
+                      "it is upscaled and the animation will be blurred", stacklevel=2)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
@@ -166,6 +174,7 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
             side_by_side: bool = False, landmarker: Path | None = None, max_frames: int | None = None, show: bool = False,
             neutral_frames: int = 15) -> dict[str, float]:
     """Write the animation; returns ``frames``, ``fps`` (animation frames per second of wall time) and ``faces``."""
+    check_folder_path(Path(out).parent, "--out's folder")
     animator = load_animator(checkpoint).eval()
     size = size or animator.image_size
     source = read_portrait(portrait, size)

@@ -81,6 +81,31 @@ def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     return hparams
 
 
+CHECKPOINT_KINDS = {"animator": "descriptor", "evaluator": "encoder"}
+"""Each kind of checkpoint this project writes, by a hyper-parameter only that kind has."""
+
+
+def checkpoint_kind(hparams: Mapping[str, Any]) -> str | None:
+    """``"animator"``, ``"evaluator"`` or ``None`` (neither) for a checkpoint's hyper-parameters."""
+    return next((kind for kind, key in CHECKPOINT_KINDS.items() if key in hparams), None)
+
+
+def expect_checkpoint_kind(path: str | Path, expected: str, role: str) -> None:
+    """Stop early when ``path`` (checked, given as ``role``, e.g. ``"--checkpoint"``) is another kind of checkpoint
+    than ``expected``; files that are not plain data (older formats) are left for the loader to judge.
+
+    Raises:
+        CheckpointError: naming both kinds.
+    """
+    verify_checkpoint(path)
+    try:
+        kind = checkpoint_kind(read_hyperparameters(path))
+    except CheckpointError:
+        return
+    if kind is not None and kind != expected:
+        raise CheckpointError(f"{role} {str(path)!r} is an {kind} checkpoint; an {expected} checkpoint is needed here")
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a.b.c": value}`` for a nested config; values normalised to JSON data (paths to strings, tuples to lists),
     and a ``class_path``'s ``init_args`` kept only under it (keys of one class are not compared with another's)."""
@@ -124,7 +149,7 @@ def load_animator(path: str | Path) -> AnimatorModule:
     """
     from modules.animator_module import AnimatorModule
 
-    verify_checkpoint(path)
+    expect_checkpoint_kind(path, "animator", "checkpoint")
     try:
         return AnimatorModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)  # hparams hold the descriptor objects
     except CheckpointError as exc:

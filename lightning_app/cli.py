@@ -18,6 +18,7 @@ Errors the user can fix (missing weights, a bad checkpoint) are printed as one m
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from datamodules.pair_datamodule import PairDataModule
-from lightning_app.checkpoints import find_last_checkpoint, hyperparameter_differences, read_hyperparameters, verify_checkpoint
+from lightning_app.checkpoints import (checkpoint_kind, find_last_checkpoint, hyperparameter_differences, read_hyperparameters,
+                                      verify_checkpoint)
+from lightning_app.files import check_folder_path
 from modules.animator_module import AnimatorModule
 from modules.errors import CheckpointError, UserFacingError, exit_on_user_error
 
@@ -96,6 +99,11 @@ class ProjectCLI(LightningCLI):
         """Refuse settings the checkpoint contradicts; make the data's image size follow the checkpoint's (when the
         data are not built yet: ``size_can_follow``)."""
         stored = read_hyperparameters(ckpt_path)
+        foreign = set(stored) - set(inspect.signature(self.model_class.__init__).parameters) - {"_class_path"}
+        if foreign:
+            kind = checkpoint_kind(stored)
+            raise CheckpointError(f"--ckpt_path {str(ckpt_path)!r} is {f'an {kind}' if kind else 'another model’s'} checkpoint, not one of "
+                                  f"{self.model_class.__name__} (it has settings {', '.join(sorted(foreign)[:4])})")
         config = self.config[subcommand]
         defaults = self.parser._subcommands_action._name_parser_map[subcommand].get_defaults()
         trained_size, data_args = stored.pop("image_size", None), config.get("data", {}).get("init_args")
@@ -162,6 +170,18 @@ class ProjectCLI(LightningCLI):
         rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
         config["ckpt_path"] = str(found)
 
+    def instantiate_classes(self) -> None:
+        """Build the configured classes; a setting a constructor refuses (jsonargparse wraps the error in its own)
+        becomes one line naming the class, and output folders that cannot be made are refused first."""
+        for key in ("trainer.default_root_dir", "trainer.logger.init_args.save_dir"):
+            folder = self.config.get(f"{self.config.subcommand}.{key}" if self.config.get("subcommand") else key)
+            if isinstance(folder, str):
+                check_folder_path(folder, f"--{key}")
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as exc:
+            raise setting_error(exc) from exc
+
     def _before_run(self) -> None:
         self._load_weights()
         self._resolve_last_checkpoint()
@@ -185,6 +205,27 @@ class AnimatorCLI(ProjectCLI):
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.init_args.image_size", "model.image_size")
         parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
+
+
+def setting_error(exc: BaseException) -> BaseException:
+    """The error a user should see for ``exc`` raised while the configured classes were built: a project error
+    anywhere in its chain as it is, else its innermost ``ValueError`` as a :class:`UserFacingError` naming the
+    class whose constructor raised it; anything else (a bug) unchanged."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    for error in chain:
+        if isinstance(error, UserFacingError):
+            return error
+    root = chain[-1]
+    if not isinstance(root, ValueError):
+        return exc
+    frame = root.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    owner = frame.tb_frame.f_locals.get("self") if frame is not None else None
+    named = owner is None or type(owner).__name__ in str(root)
+    return UserFacingError(str(root) if named else f"{type(owner).__name__}: {root}")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -9,12 +9,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from modules.errors import UserFacingError
+
 
 def umask_mode(base: int = 0o666) -> int:
     """``base`` less the process umask: the mode ``open`` (``0o666``) or ``mkdir`` (``0o777``) would create."""
     umask = os.umask(0)
     os.umask(umask)
     return base & ~umask
+
+
+def check_folder_path(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a folder that exists or can be made: raises :class:`UserFacingError` naming ``what`` (the option)
+    when it, or a parent of it, is a file."""
+    folder = Path(path).expanduser()
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                problem = "is a file" if candidate == folder else f"lies under {str(candidate)!r}, which is a file"
+                raise UserFacingError(f"{what} {str(folder)!r} {problem}, not a folder")
+            break
+    return folder
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import zlib
 from concurrent.futures import as_completed
@@ -34,7 +35,7 @@ from datamodules.live2d.model_files import Live2DModelError, find_setting_files,
 from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip, render_pool
 from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.files import atomic_write_bytes, atomic_write_text
+from lightning_app.files import atomic_write_bytes, atomic_write_text, check_folder_path
 from modules.errors import UserFacingError, exit_on_user_error
 
 REPLAY_SEED_BASE = 1_000_000
@@ -93,7 +94,7 @@ def plan_clips(characters: dict[str, Path], clips: int, replays: int, frames: in
     for character, model_json in characters.items():
         if motions:
             for motion in authored_motions(model_json):
-                name = "motion_" + motion.replace(":", "_")
+                name = "motion_" + re.sub(r"[^\w.\- ]", "_", motion)  # a folder name (clips.check_name)
                 plan.append(ClipInfo(character, name, "motion", 0, fps, size, frames, PARAMETER_NAMES, (), motion=motion))
         own = zlib.crc32(character.encode()) * 1000 + seed * 100_000_000
         for i in range(clips):
@@ -117,6 +118,12 @@ def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, rep
 
     Failed models are reported on stderr and recorded in ``index.json``; the others still render.
     """
+    for name, value, least in (("size", size, 16), ("clips", clips, 0), ("replays", replays, 0), ("frames", frames, 1), ("workers", workers, 1)):
+        if value < least:
+            raise UserFacingError(f"--{name} must be at least {least}, got {value}")
+    if fps <= 0:
+        raise UserFacingError(f"--fps must be positive, got {fps}")
+    check_folder_path(out, "--out")
     found = find_models(models, characters)
     previous = _read_index(out)
     before = previous.get("failed", {})

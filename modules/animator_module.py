@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -118,6 +117,7 @@ class AnimatorModule(LightningModule):
         self.save_hyperparameters()
         self.descriptor = descriptor
         self.backbone = backbone(descriptor.spec, channels)
+        self.backbone.check_size(image_size, image_size)
         self.adapter = adapter
         self.image_size, self.channels = image_size, channels
         self.losses, self.motion_loss, self.rgb_blur_sigma = losses, motion_loss, rgb_blur_sigma

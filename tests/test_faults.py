@@ -1,6 +1,7 @@
 """Faults that must never pass silently: a diverging run stops (or skips its bad steps) with the step and the terms
 named, no checkpoint with non-finite weights is written, and none is loaded; files written atomically are as
-readable as ordinary ones; rendering workers do not outlive a killed parent."""
+readable as ordinary ones; rendering workers do not outlive a killed parent; a run killed with SIGKILL resumes
+exactly; bad settings, paths, names and checkpoint kinds are one line before any output folder."""
 
 import os
 import random
@@ -11,17 +12,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from conftest import ROOT, run_cli, run_cli_process, tiny_args
+from datamodules.face_landmarks import FaceTracker
 from datamodules.live2d.clips import ClipInfo, write_clip
 from datamodules.parameters import PARAMETER_NAMES
+from lightning_app.animate import read_portrait
 from lightning_app.checkpoints import load_animator, save_animator
-from lightning_app.cli import AnimatorCLI
+from lightning_app.cli import AnimatorCLI, main
 from lightning_app.files import atomic_path, atomic_write_text
-from modules.errors import CheckpointError, NonFiniteError
+from lightning_app.import_video import main as import_main
+from lightning_app.render import main as render_main
+from modules.errors import CheckpointError, NonFiniteError, UserFacingError
 from test_live2d import MODELS, needs_models
 
 
@@ -175,7 +181,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_kill_9_at_a_random_step_then_resume_ends_with_the_uninterrupted_weights(tmp_path, workers):
-    steps, kill_at = 12, int(os.environ.get("KILL_AT", random.randint(3, 11)))  # KILL_AT=n repeats a failure; last.ckpt every 2 steps: resumes from step 2·⌊(kill_at-1)/2⌋ or so
+    steps, kill_at = 12, int(os.environ.get("KILL_AT", random.randint(3, 11)))  # KILL_AT=n repeats a failure; resumes from the last even step ≤ kill_at
     common = ["--trainer.deterministic=true", "--trainer.val_check_interval=2", f"--data.init_args.num_workers={workers}",
               "--data.init_args.train_pairs=24"]  # epochs of 6 batches: the kill and the resume fall mid-epoch
     straight = run_cli_process(tiny_args(tmp_path / "straight", steps=steps, extra=common), cwd=tmp_path)
@@ -190,3 +196,52 @@ def test_kill_9_at_a_random_step_then_resume_ends_with_the_uninterrupted_weights
     got = final_weights(sorted((tmp_path / "killed" / "logs" / "run").glob("version_*"))[-1])
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not different, f"killed at step {kill_at}, resumed: {len(different)} tensors differ, first {different[0]}"
+
+
+def one_error_line(command, args: list[str], capsys) -> str:
+    """The single ``error:`` line (exit status 2) that ``command(args)`` ends with."""
+    with pytest.raises(SystemExit) as exc:
+        command(args)
+    assert exc.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Seed set" not in line]
+    assert len(errors) == 1 and errors[0].startswith("error:"), errors
+    return errors[0]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--data=datamodules.Live2DClipDataModule", "--data.init_args.root={tmp}/nothing"], "no clips under"),
+    (["--data.init_args.batch_size=0"], "PuppetDataModule: batch_size must be at least 1, got 0"),
+    (["--data.init_args.image_size=0"], "PuppetDataModule: image_size must be at least 16, got 0"),
+    (["--data.init_args.image_size=100"], "FiLMUNet needs frames whose sides are multiples of 32, got 100×100"),
+    (["--trainer.default_root_dir={tmp}/a_file"], "is a file, not a folder"),
+    (["--ckpt_path={tmp}/evaluator.ckpt"], "is an evaluator checkpoint, not one of AnimatorModule"),
+])
+def test_bad_settings_are_one_line_before_any_output_folder(tmp_path, capsys, extra, expected):
+    (tmp_path / "a_file").write_text("")
+    torch.save({"hyper_parameters": {"encoder": "resnet18", "embed_dim": 64}, "state_dict": {}}, tmp_path / "evaluator.ckpt")
+    message = one_error_line(main, tiny_args(tmp_path, extra=[e.format(tmp=tmp_path) for e in extra]), capsys)
+    assert expected in message
+    assert not (tmp_path / "logs").exists()
+
+
+def test_commands_refuse_bad_paths_names_and_kinds_in_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert "--frames must be at least 1" in one_error_line(render_main, ["--models", str(tmp_path), "--out", str(tmp_path / "d"), "--frames", "0"], capsys)
+    assert "which is a file" in one_error_line(render_main, ["--models", str(tmp_path), "--out", str(tmp_path / "a_file" / "d")], capsys)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((40, 40, 3), 128, np.uint8))
+    message = one_error_line(import_main, ["--input", str(frames), "--character", "../escaped", "--out", str(tmp_path / "data"), "--size", "32"], capsys)
+    assert "is not a folder name" in message and not (tmp_path / "escaped").exists() and not (tmp_path / "data").exists()
+    torch.save({"hyper_parameters": {"encoder": "resnet18"}, "state_dict": {}}, tmp_path / "evaluator.ckpt")
+    with pytest.raises(CheckpointError, match="is an evaluator checkpoint; an animator checkpoint is needed"):
+        load_animator(tmp_path / "evaluator.ckpt")
+    with pytest.raises(UserFacingError, match="not a MediaPipe .task bundle"):
+        FaceTracker(tmp_path / "a_file")
+
+
+def test_a_portrait_far_below_the_model_size_is_warned_about(tmp_path):
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.full((1, 1, 3), 200, np.uint8))
+    with pytest.warns(UserWarning, match=r"is 1×1 pixels, far below the model's 64²"):
+        assert read_portrait(tmp_path / "tiny.png", 64).shape == (1, 3, 64, 64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -72,6 +73,17 @@ def _expected_shapes(info: ClipInfo) -> dict[str, tuple[tuple[int, ...], np.dtyp
     return {name: shapes[name] for name in ("frames", "params", *info.ground_truth)}
 
 
+SAFE_NAME = re.compile(r"[^\W][\w.\- ]*")
+"""A character or clip name: one folder name, starting with a letter, digit or ``_`` (no separators, no ``..``)."""
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a :data:`SAFE_NAME`, else :class:`ClipError` naming ``what`` — a name never leaves its folder."""
+    if not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ClipError(f"{what} {value!r} is not a folder name: use letters, digits, '_', '-', '.' and spaces, starting with a letter or digit")
+    return value
+
+
 def write_clip(root: str | Path, info: ClipInfo, arrays: dict[str, np.ndarray]) -> Path:
     """Write a clip atomically to ``root/<character>/<name>`` and return that folder.
 
@@ -79,7 +91,12 @@ def write_clip(root: str | Path, info: ClipInfo, arrays: dict[str, np.ndarray]) 
         root: dataset folder.
         info: the clip's description; ``info.ground_truth`` names the ground-truth arrays to expect.
         arrays: ``frames``, ``params`` and each ground-truth array, shaped as in the module docstring.
+
+    Raises:
+        ClipError: the character or clip name is not a plain folder name (:func:`check_name`).
     """
+    check_name(info.character, "character")
+    check_name(info.name, "clip name")
     for name, (shape, dtype) in _expected_shapes(info).items():
         if name not in arrays or arrays[name].shape != shape:
             found = arrays[name].shape if name in arrays else "nothing"

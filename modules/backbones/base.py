@@ -38,6 +38,14 @@ class AnimatorBackbone(nn.Module, ABC):
     (see :data:`BackboneFactory`).
     """
 
+    size_multiple: int = 1
+    """Frame height and width must be multiples of this (checked when the model is built and at every forward)."""
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raises ``ValueError`` naming the backbone when ``height×width`` is not a multiple of :attr:`size_multiple`."""
+        if height % self.size_multiple or width % self.size_multiple:
+            raise ValueError(f"{type(self).__name__} needs frames whose sides are multiples of {self.size_multiple}, got {height}×{width}")
+
     @abstractmethod
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
         """Animate ``source`` (``B×C×H×W``, ``[0, 1]``) from its own motion to the driving motion.

@@ -119,6 +119,7 @@ class FiLMUNet(AnimatorBackbone):
         if fold < 1:
             raise ValueError(f"fold must be at least 1, got {fold}")
         self.channels, self.depth, self.fold = channels, depth, fold
+        self.size_multiple = fold * 2**depth
         folded = fold * fold * channels
         self.portrait = PortraitEncoder(folded, width, embed_dim)
         self.motion_mlp = nn.Sequential(nn.Linear(2 * motion.vector_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
@@ -141,10 +142,7 @@ class FiLMUNet(AnimatorBackbone):
 
     def trunk(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
         """The U-Net's output features ``B×width×(H/fold)×(W/fold)`` before the head (for generators built on it)."""
-        height, width = source.shape[-2:]
-        factor = self.fold * 2**self.depth
-        if height % factor or width % factor:
-            raise ValueError(f"{type(self).__name__} with fold {self.fold} and depth {self.depth} needs H and W divisible by {factor}, got {height}×{width}")
+        self.check_size(*source.shape[-2:])
         x = F.pixel_unshuffle(source, self.fold)
         vectors = torch.cat([source_motion.vector, driving_motion.vector], 1)
         cond = torch.cat([self.portrait(x), self.motion_mlp(vectors)], 1)

@@ -120,6 +120,8 @@ class WarpingGenerator(AnimatorBackbone):
         ValueError: the descriptor gives no keypoints (e.g. a grid-pooled ViT); use the FiLM U-Net for it.
     """
 
+    size_multiple = 4
+
     def __init__(self, motion: MotionSpec, channels: int = 3, width: int = 32, motion_width: int = 32,
                  motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2) -> None:
         super().__init__()
@@ -144,9 +146,7 @@ class WarpingGenerator(AnimatorBackbone):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
-        height, width = source.shape[-2:]
-        if height % 4 or width % 4:
-            raise ValueError(f"WarpingGenerator needs H and W divisible by 4, got {height}×{width}")
+        self.check_size(*source.shape[-2:])
         flow, occlusion, _ = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
         features = self.encoder(source)
         quarter = features.shape[-2:]
