@@ -7,8 +7,10 @@ DataModule, the callbacks and the loggers are chosen by ``class_path``/``init_ar
 subcommand; a ``--config`` given later overrides them.
 
 ``--ckpt_path`` resumes (``fit``) or evaluates a checkpoint *with its own hyper-parameters*: a setting given in a
-config file or on the command line that the checkpoint contradicts is an error listing each key (checkpoint value
-vs requested value) — never a silent swap of the model; settings left at their defaults take the checkpoint's. The
+config file or on the command line that the checkpoint contradicts stops ``fit`` with an error listing each key
+(checkpoint value vs requested value), and makes ``validate``/``test``/``predict`` warn with that list — never a
+silent swap of the model; settings left at their defaults take the checkpoint's (``--ckpt_path last``, resolved
+once the model is built, refuses a contradiction in every subcommand). The
 data's image size follows the checkpoint unless ``--data.init_args.image_size`` is on the command line (then
 ``validate``/``test``/``predict`` warn, ``fit`` refuses). ``--weights_from CKPT`` instead starts a new run of
 *this* config from a checkpoint's weights only (no step, optimizer or schedule state; the shapes must match).
@@ -90,14 +92,15 @@ class ProjectCLI(LightningCLI):
                                   "(a new run of this config from its weights), not both")
         if ckpt_path not in CHECKPOINT_ALIASES:
             verify_checkpoint(ckpt_path)
-            self._check_against_checkpoint(subcommand, ckpt_path, size_can_follow=True)
+            self._check_against_checkpoint(subcommand, ckpt_path, before_build=True)
         if config.get("weights_from") is not None:
             verify_checkpoint(config["weights_from"])
         super()._parse_ckpt_path()
 
-    def _check_against_checkpoint(self, subcommand: str, ckpt_path: str | Path, size_can_follow: bool) -> None:
-        """Refuse settings the checkpoint contradicts; make the data's image size follow the checkpoint's (when the
-        data are not built yet: ``size_can_follow``)."""
+    def _check_against_checkpoint(self, subcommand: str, ckpt_path: str | Path, before_build: bool) -> None:
+        """Refuse settings the checkpoint contradicts when resuming (``fit``) or when the model is built already
+        (``not before_build``: ``--ckpt_path last``); else (``validate``/``test``/``predict``) warn and use the
+        checkpoint's. The data's image size follows the checkpoint's while the data are not built yet."""
         stored = read_hyperparameters(ckpt_path)
         foreign = set(stored) - set(inspect.signature(self.model_class.__init__).parameters) - {"_class_path"}
         if foreign:
@@ -110,7 +113,7 @@ class ProjectCLI(LightningCLI):
         stored.pop("channels", None)
         differing = hyperparameter_differences({"model": stored}, {"model": config["model"]}, {"model": defaults["model"]})
         if trained_size is not None and data_args is not None and data_args.get("image_size") != trained_size:
-            if not self._on_command_line(IMAGE_SIZE_KEYS) and not size_can_follow:
+            if not self._on_command_line(IMAGE_SIZE_KEYS) and not before_build:
                 raise CheckpointError(f"--ckpt_path last is {str(ckpt_path)!r}, trained at {trained_size}², but the data are "
                                       f"{data_args['image_size']}²: add --data.init_args.image_size={trained_size}")
             if not self._on_command_line(IMAGE_SIZE_KEYS):
@@ -121,14 +124,18 @@ class ProjectCLI(LightningCLI):
             else:
                 rank_zero_warn(f"{subcommand} at {data_args['image_size']}² a checkpoint trained at {trained_size}² "
                                f"({str(ckpt_path)!r}); leave out --data.init_args.image_size to use {trained_size}")
-        if differing:
-            listed = "; ".join(f"{key}: checkpoint {old!r}, requested {new!r}" for key, (old, new) in differing.items())
-            run_config = Path(ckpt_path).resolve().parent.parent / "config.yaml"
-            own = f"--config {run_config}" if run_config.is_file() else "the checkpoint run's own config"
-            raise CheckpointError(
-                f"--ckpt_path {str(ckpt_path)!r} was trained with other settings than requested — {listed}. "
-                f"Resume it with {own} (or leave those settings out), or start a new run of these settings from its "
-                f"weights with --weights_from {ckpt_path}")
+        if not differing:
+            return
+        listed = "; ".join(f"{key}: checkpoint {old!r}, requested {new!r}" for key, (old, new) in differing.items())
+        if subcommand != "fit" and before_build:
+            rank_zero_warn(f"{subcommand} uses the settings of the checkpoint {str(ckpt_path)!r} where they differ from the config — {listed}")
+            return
+        run_config = Path(ckpt_path).resolve().parent.parent / "config.yaml"
+        own = f"--config {run_config}" if run_config.is_file() else "the checkpoint run's own config"
+        raise CheckpointError(
+            f"--ckpt_path {str(ckpt_path)!r} was trained with other settings than requested — {listed}. "
+            f"Use it with {own} (or leave those settings out), or start a new run of these settings from its "
+            f"weights with --weights_from {ckpt_path}")
 
     def _load_weights(self) -> None:
         """``--weights_from``: the checkpoint's weights into the freshly built model; shapes must match."""
@@ -166,7 +173,7 @@ class ProjectCLI(LightningCLI):
         if found is None:
             raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead")
         verify_checkpoint(found)
-        self._check_against_checkpoint(self.subcommand, found, size_can_follow=False)
+        self._check_against_checkpoint(self.subcommand, found, before_build=False)
         rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
         config["ckpt_path"] = str(found)
 

@@ -230,6 +230,8 @@ def test_bad_inputs_are_named(animator, tmp_path, capsys):
     import torch
 
     torch.save({"state_dict": {}, "hyper_parameters": {"encoder": "resnet10t"}}, torch_file)
+    assert "is an evaluator checkpoint; an animator checkpoint is needed" in fails("--checkpoint", str(torch_file), "--portrait", str(tmp_path / "p.png"), "--driving", str(tmp_path))
+    torch.save({"state_dict": {}, "hyper_parameters": {"width": 3}}, torch_file)
     assert "not an AnimatorModule checkpoint" in fails("--checkpoint", str(torch_file), "--portrait", str(tmp_path / "p.png"), "--driving", str(tmp_path))
     assert "no camera at index 7" in fails("--checkpoint", str(animator), "--portrait", str(tmp_path / "p.png"), "--driving", "7")
 

@@ -35,7 +35,7 @@ def test_untrained_unet_returns_the_source_and_every_part_learns(fold, map_chann
 
 def test_unet_names_the_size_it_needs():
     net = FiLMUNet(MotionSpec(4, 0), width=8, depth=3, fold=4)
-    with pytest.raises(ValueError, match="divisible by 32, got 48×48"):
+    with pytest.raises(ValueError, match="multiples of 32, got 48×48"):
         net(torch.rand(1, 3, 48, 48), motion(1, MotionSpec(4, 0)), motion(1, MotionSpec(4, 0)))
 
 

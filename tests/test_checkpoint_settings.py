@@ -1,6 +1,7 @@
-"""A checkpoint's settings against the requested ones: ``--ckpt_path`` never swaps the model silently (the keys that
-differ are listed, before any output folder exists), the data's image size follows the checkpoint, and
-``--weights_from`` starts a new run of another config from the weights only."""
+"""A checkpoint's settings against the requested ones: ``--ckpt_path`` never swaps the model silently (resuming
+with other settings stops, listing the keys, before any output folder exists; evaluating warns and uses the
+checkpoint's), the data's image size follows the checkpoint, and ``--weights_from`` starts a new run of another
+config from the weights only."""
 
 from pathlib import Path
 
@@ -35,13 +36,19 @@ def without_size(args: list[str]) -> list[str]:
     return [a for a in args if a != SIZE_ARG]
 
 
-def test_another_descriptor_or_width_is_refused_listing_the_keys(trained, tmp_path, capsys):
+def test_resuming_with_another_descriptor_or_width_is_refused_listing_the_keys(trained, tmp_path, capsys):
     other_config = error_of(tiny_args(tmp_path, config="semantic.yaml", extra=[f"--ckpt_path={trained}"]), capsys)
     assert "model.descriptor.class_path: checkpoint 'modules.descriptors.KeypointDescriptor', requested 'modules.descriptors.SemanticDescriptor'" in other_config
     assert f"--weights_from {trained}" in other_config and str(trained.parent.parent / "config.yaml") in other_config
-    wider = error_of(tiny_args(tmp_path, subcommand="test", extra=[f"--ckpt_path={trained}", "--model.backbone.init_args.width=48"]), capsys)
+    wider = error_of(tiny_args(tmp_path, extra=[f"--ckpt_path={trained}", "--model.backbone.init_args.width=48"]), capsys)
     assert "model.backbone.init_args.width: checkpoint 32, requested 48" in wider and "descriptor" not in wider
     assert not (tmp_path / "logs").exists(), "refused before any output folder"
+
+
+def test_evaluating_with_other_settings_warns_and_uses_the_checkpoints(trained, tmp_path):
+    with pytest.warns(UserWarning, match=r"validate uses the settings of the checkpoint .* model.backbone.init_args.width: checkpoint 32, requested 48"):
+        cli = run_cli(tiny_args(tmp_path, subcommand="validate", extra=[f"--ckpt_path={trained}", "--model.backbone.init_args.width=48"]))
+    assert cli.model.backbone.stem.out_channels == 32
 
 
 def test_last_is_checked_too(trained, capsys):
