@@ -70,7 +70,8 @@ class ProjectCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--weights_from", type=str | None, default=None,
-                            help="start this config from a checkpoint's weights only (no step, optimizer or schedule state)")
+                            help="start this config from a checkpoint's weights only (no step, optimizer or schedule state); "
+                                 "'last': the newest last.ckpt of this logger")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         self.command_line = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
@@ -93,7 +94,7 @@ class ProjectCLI(LightningCLI):
         if ckpt_path not in CHECKPOINT_ALIASES:
             verify_checkpoint(ckpt_path)
             self._check_against_checkpoint(subcommand, ckpt_path, before_build=True)
-        if config.get("weights_from") is not None:
+        if config.get("weights_from") not in (None, "last"):
             verify_checkpoint(config["weights_from"])
         super()._parse_ckpt_path()
 
@@ -142,6 +143,8 @@ class ProjectCLI(LightningCLI):
         path = self.config_init[self.subcommand].get("weights_from")
         if path is None:
             return
+        if path == "last":
+            path = str(verify_checkpoint(self._newest_last("--weights_from last")))
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
@@ -161,18 +164,22 @@ class ProjectCLI(LightningCLI):
         self.model.load_state_dict(state)
         rank_zero_info(f"weights from {path} (a new run: step, optimizer and schedule start afresh)")
 
+    def _newest_last(self, option: str) -> Path:
+        """The newest ``last.ckpt`` under the logger's root, i.e. across this config's earlier runs."""
+        logger = self.trainer.logger
+        root = getattr(logger, "root_dir", None) if logger is not None else None
+        found = find_last_checkpoint(root) if root else None
+        if found is None:
+            raise CheckpointError(f"{option}: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead")
+        return found
+
     def _resolve_last_checkpoint(self) -> None:
         """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's root, i.e. across earlier runs, checked
         against the requested config like an explicit path (the data are built by now: a different image size stops)."""
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") != "last":
             return
-        logger = self.trainer.logger
-        root = getattr(logger, "root_dir", None) if logger is not None else None
-        found = find_last_checkpoint(root) if root else None
-        if found is None:
-            raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead")
-        verify_checkpoint(found)
+        found = verify_checkpoint(self._newest_last("--ckpt_path last"))
         self._check_against_checkpoint(self.subcommand, found, before_build=False)
         rank_zero_info(f"Resuming from the newest last checkpoint: {found}")
         config["ckpt_path"] = str(found)

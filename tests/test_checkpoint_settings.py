@@ -67,7 +67,8 @@ def test_the_checkpoint_image_size_is_used_unless_given(trained, tmp_path):
 
 def test_weights_from_starts_a_new_run_from_the_weights(trained, tmp_path, capsys):
     stored = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
-    cli = run_cli(tiny_args(tmp_path, steps=1, extra=[f"--weights_from={trained}", "--model.optimizer.init_args.lr=0"]))
+    root = trained.parents[4]  # <root>/logs/run/version_0/checkpoints/last.ckpt: "last" finds it
+    cli = run_cli(tiny_args(root, steps=1, extra=["--weights_from=last", "--model.optimizer.init_args.lr=0"]))
     assert cli.trainer.global_step == 1, "a new run: its steps start at 0"
     for name, parameter in cli.model.named_parameters():
         assert torch.equal(parameter.detach(), stored[name]), f"{name}: with lr 0 the weights stay the checkpoint's"

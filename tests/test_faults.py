@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, run_cli_process, tiny_args
+from callbacks import EvaluationReport
+from conftest import ROOT, run_cli, run_cli_process, tiny_args, write_puppet_clips
 from datamodules.face_landmarks import FaceTracker
 from datamodules.live2d.clips import ClipInfo, write_clip
 from datamodules.parameters import PARAMETER_NAMES
@@ -239,6 +240,16 @@ def test_commands_refuse_bad_paths_names_and_kinds_in_one_line(tmp_path, capsys)
         load_animator(tmp_path / "evaluator.ckpt")
     with pytest.raises(UserFacingError, match="not a MediaPipe .task bundle"):
         FaceTracker(tmp_path / "a_file")
+    torch.save({"hyper_parameters": {"descriptor": {}, "backbone": {}}, "state_dict": {}}, tmp_path / "animator.ckpt")
+    with pytest.raises(CheckpointError, match="evaluator .* is an animator checkpoint; an evaluator checkpoint is needed"):
+        EvaluationReport(evaluator=str(tmp_path / "animator.ckpt"))
+    clips = write_puppet_clips(tmp_path / "clips", {"Ann": 1, "Bob": 2}, frames=4)
+    live2d = ["--data=datamodules.Live2DClipDataModule", f"--data.init_args.root={clips}"]
+    assert "held_out names characters not in" in one_error_line(main, tiny_args(tmp_path, extra=[*live2d, "--data.init_args.held_out=[Nobody]"]), capsys)
+    assert "some but not all" in one_error_line(main, tiny_args(tmp_path, extra=[*live2d, "--data.init_args.held_out=[Ann,Bob]"]), capsys)
+    vit_warping = ["--model.descriptor.init_args.pretrained=false", "--model.backbone=modules.backbones.WarpingGenerator"]
+    assert "WarpingGenerator needs a descriptor that locates points" in one_error_line(main, tiny_args(tmp_path, config="dino.yaml", extra=vit_warping), capsys)
+    assert not (tmp_path / "logs").exists()
 
 
 def test_a_portrait_far_below_the_model_size_is_warned_about(tmp_path):

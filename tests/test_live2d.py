@@ -14,7 +14,6 @@ from datamodules.live2d.clips import composite
 from datamodules.live2d.moc import Drawable
 from datamodules.live2d.regions import check_overrides, drawable_kind
 from datamodules.puppet import KEYPOINT_NAMES, REGIONS
-from modules.errors import UserFacingError
 from datamodules.live2d.render_process import render_in_subprocess
 from datamodules.parameters import default_parameters, parameters_from_mapping
 
