@@ -5,6 +5,7 @@ from callbacks.gradient_clipping import GradientNormClipping
 from callbacks.lr_schedule import LRSchedule
 from callbacks.memory_monitor import MemoryMonitor
 from callbacks.random_state import RandomState
+from callbacks.run_progress import RunProgress
 from callbacks.sample_grid import SampleGrid
 
-__all__ = ["EvaluationReport", "GradientNormClipping", "LRSchedule", "MemoryMonitor", "RandomState", "SampleGrid"]
+__all__ = ["EvaluationReport", "GradientNormClipping", "LRSchedule", "MemoryMonitor", "RandomState", "RunProgress", "SampleGrid"]

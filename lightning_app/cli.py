@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from callbacks.run_progress import RunProgress
 from datamodules.pair_datamodule import PairDataModule
 from lightning_app.checkpoints import (checkpoint_kind, find_last_checkpoint, hyperparameter_differences, read_hyperparameters,
                                       verify_checkpoint)
@@ -195,6 +197,15 @@ class ProjectCLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, TypeError) as exc:
             raise setting_error(exc) from exc
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with :class:`~callbacks.RunProgress` as its progress bar unless the config has one or turns
+        bars off."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            config["callbacks"] = [*callbacks, RunProgress()]
+        return super().instantiate_trainer(**kwargs)
 
     def _before_run(self) -> None:
         self._load_weights()

@@ -1,12 +1,16 @@
 """Callbacks on their own: clipping, schedules, memory advice, sample grids."""
 
+import math
 import warnings
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from callbacks import GradientNormClipping, LRSchedule, MemoryMonitor
+from callbacks import GradientNormClipping, LRSchedule, MemoryMonitor, RunProgress
+from callbacks.run_progress import duration, progress_line
+from conftest import run_cli_process, tiny_args
+from lightning_app.cli import AnimatorCLI
 
 
 class Recorder:
@@ -116,3 +120,27 @@ def test_memory_monitor_does_not_advise_when_memory_is_ample_or_on_cpu(monkeypat
     assert monitor.advise(torch.device("cuda"), "32-true")["advise_precision"] is None
     cpu = MemoryMonitor().advise(torch.device("cpu"), "32-true")
     assert cpu["advise_precision"] is None and cpu["peak_mb"] > 10 and "CPU" in cpu["advice"]
+
+
+def test_progress_line_counts_the_whole_run_and_its_eta():
+    line = progress_line(step=300, total=3000, first_step=100, elapsed=100.0, metrics={"train/loss": 0.041234, "v": "x"})
+    assert line == "step 300/3000 (10 %) · 2.00 steps/s · elapsed 1:40 · ETA 22:30 · train/loss 0.04123 · v x"
+    assert progress_line(5, math.inf, 0, 2.0, {}) == "step 5 · 2.50 steps/s · elapsed 0:02"
+    assert duration(3725) == "1:02:05" and duration(math.nan) == "?"
+
+
+def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path):
+    args = tiny_args(tmp_path, steps=6, extra=["--trainer.enable_progress_bar=true", "--trainer.callbacks+=callbacks.RunProgress",
+                                               "--trainer.callbacks.interval=0.001"])
+    result = run_cli_process(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    steps = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert all(line.split()[1].endswith("/6") for line in lines) and steps == sorted(steps) and steps[-1] == 6, lines
+    assert len(lines) >= 3 and "ETA" in lines[-1] and "Epoch" not in result.stdout + result.stderr
+
+
+def test_the_cli_adds_run_progress_unless_bars_are_off(tmp_path):
+    with_bar = AnimatorCLI(args=tiny_args(tmp_path, extra=["--trainer.enable_progress_bar=true"])[1:], run=False)
+    assert isinstance(with_bar.trainer.progress_bar_callback, RunProgress)
+    assert AnimatorCLI(args=tiny_args(tmp_path)[1:], run=False).trainer.progress_bar_callback is None
