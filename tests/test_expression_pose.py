@@ -56,9 +56,8 @@ def fit(net: ExpressionPoseGenerator, batch: dict[str, torch.Tensor], steps: int
         optimizer.step()
 
 
-@pytest.mark.parametrize("refine", [False, True])
-def test_untrained_generator_returns_the_portrait_exactly(refine):
-    net = ExpressionPoseGenerator(SPEC, width=8, depth=2, refine=refine)
+def test_untrained_generator_returns_the_portrait_exactly():
+    net = ExpressionPoseGenerator(SPEC, width=8, depth=2)
     source = torch.rand(2, 3, 32, 32)
     m_src, m_drv = Motion(torch.zeros(2, SPEC.vector_dim)), Motion(torch.randn(2, SPEC.vector_dim))
     generated = net.generate(source, m_src, m_drv)
@@ -99,15 +98,14 @@ def test_learned_warp_mask_covers_the_head_and_leaves_body_and_background():
     assert change < 0.02, "body and background must stay where the portrait has them"
 
 
-@pytest.mark.parametrize("refine", [False, True])
-def test_synthesis_closes_an_eye_that_no_warp_of_the_portrait_holds(refine):
+def test_synthesis_closes_an_eye_that_no_warp_of_the_portrait_holds():
     torch.manual_seed(0)
     blinks = [(pose(), pose(ParamEyeLOpen=0.0, ParamEyeROpen=0.0)), (pose(), pose(ParamEyeLOpen=0.0)), (pose(), pose())]
     batch = pairs([3, 4], blinks)
     eyes = region_mask(batch["source_regions"], EXPRESSION_REGIONS[:2])
     floor = region_error(batch["source"], batch["driving"], eyes, reduction="none")
     closing = torch.tensor([True, True, False] * 2)
-    net = ExpressionPoseGenerator(SPEC, width=16, depth=2, refine=refine)
+    net = ExpressionPoseGenerator(SPEC, width=16, depth=2)
     fit(net, batch, steps=150)
     with torch.no_grad():
         generated = net.generate(batch["source"], Motion(batch["m_src"]), Motion(batch["m_drv"]))

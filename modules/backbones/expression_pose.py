@@ -105,10 +105,6 @@ class ExpressionPoseGenerator(FiLMUNet):
         change_outside_weight: weight of the mean change mask outside the head regions (``backbone/change_outside``).
         part_weight: weight of :func:`part_assignment_loss` on the keypoint flow's motion weights (``backbone/parts``;
             needs region maps and a descriptor with named landmarks, e.g. the rig descriptor; 0 turns it off).
-        refine: a 3×3 convolution at full resolution over the unshuffled colour correction and change logit and the
-            warped source, added to them (starts as the identity): each ``fold``×``fold`` block's pixels come from
-            separate head channels, which at 128² and fold 4 paint a block pattern where the synthesis is active; the
-            refinement sees neighbouring blocks and the warped image's edges.
 
     ``generate`` returns the maps ``flow`` ``B×2×H×W`` (backward offsets before masking), ``warp_mask`` and ``change_mask``
     ``B×1×H×W`` in ``[0, 1]`` and ``warped`` ``B×C×H×W`` (the source after the masked warp, before synthesis); with
@@ -136,7 +132,6 @@ class ExpressionPoseGenerator(FiLMUNet):
         warp_mask_weight: float = 0.1,
         change_outside_weight: float = 0.1,
         part_weight: float = 0.0,
-        refine: bool = False,
     ) -> None:
         super().__init__(motion, channels, width, depth, embed_dim, motion_map_channels, fold, block, motion_input_channels)
         if warp_mask_weight < 0 or change_outside_weight < 0 or part_weight < 0:
@@ -153,10 +148,6 @@ class ExpressionPoseGenerator(FiLMUNet):
         with torch.no_grad():
             final.bias[:fine].view(channels + 1, fold * fold)[channels] = change_bias  # pixel_shuffle: channel-major
         self._fine = fine
-        self.refine = nn.Conv2d(2 * channels + 1, channels + 1, 3, padding=1) if refine else None
-        if self.refine is not None:
-            nn.init.zeros_(self.refine.weight)
-            nn.init.zeros_(self.refine.bias)
         self.motion_scale = motion_scale
         self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std) if keypoint_flow and motion.num_keypoints else None
         if part_weight > 0 and (self.dense_motion is None or not motion.keypoint_names):
@@ -168,6 +159,7 @@ class ExpressionPoseGenerator(FiLMUNet):
         out = self.head(self.trunk(source, source_motion, driving_motion))
         size = source.shape[-2:]
         fine = F.pixel_shuffle(out[:, : self._fine], self.fold)
+        correction, change_mask = fine[:, :-1], torch.sigmoid(fine[:, -1:])
         coarse = F.interpolate(out[:, self._fine :], size=size, mode="bilinear", align_corners=False)
         flow, warp_mask = self.flow_scale * coarse[:, :2], torch.sigmoid(coarse[:, 2:])
         grid = create_meshgrid(*size, normalized_coordinates=True, device=source.device, dtype=source.dtype)
@@ -176,9 +168,6 @@ class ExpressionPoseGenerator(FiLMUNet):
             dense, _, maps["motion_weights"] = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
             flow = flow + (dense - grid).permute(0, 3, 1, 2)
         warped = F.grid_sample(source, grid + (warp_mask * flow).permute(0, 2, 3, 1), align_corners=True, padding_mode="border")
-        if self.refine is not None:
-            fine = fine + self.refine(torch.cat([fine, warped], 1))
-        correction, change_mask = fine[:, :-1], torch.sigmoid(fine[:, -1:])
         prediction = warped + change_mask * correction  # (1 − m)·warped + m·colour, colour = warped + correction
         return Generated(prediction, {"flow": flow, "warp_mask": warp_mask, "change_mask": change_mask, "warped": warped, **maps})
 
