@@ -64,19 +64,24 @@ def verify_checkpoint(path: str | Path) -> Path:
     return file
 
 
-def read_hyperparameters(path: str | Path) -> dict[str, Any]:
-    """The ``hyper_parameters`` a CLI run stored in its checkpoint (plain data: ``class_path``/``init_args``), read
-    with ``weights_only=True`` so that nothing in the file is executed; ``{}`` when it has none.
+def load_plain_checkpoint(path: str | Path, role: str = "checkpoint") -> dict[str, Any]:
+    """A checkpoint written by ``cli.py fit``, read with ``weights_only=True`` so that nothing in it is executed.
 
     Raises:
-        CheckpointError: the file holds pickled objects (e.g. written by :func:`save_animator`) or is not readable.
+        CheckpointError: naming ``role`` (the option it came from), when the file holds pickled objects (e.g. written
+            by :func:`save_animator`) or is not readable.
     """
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
-        raise CheckpointError(f"checkpoint {str(path)!r} holds more than plain data ({type(exc).__name__}: "
+        raise CheckpointError(f"{role} {str(path)!r} holds more than plain data ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:120]}); give one written by cli.py fit") from exc
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
+
+
+def read_hyperparameters(path: str | Path) -> dict[str, Any]:
+    """The ``hyper_parameters`` a CLI run stored in its checkpoint (plain data: ``class_path``/``init_args``);
+    ``{}`` when it has none. Raises :class:`CheckpointError` as :func:`load_plain_checkpoint`."""
+    hparams = dict(load_plain_checkpoint(path).get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     return hparams
 

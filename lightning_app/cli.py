@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -33,8 +32,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.run_progress import RunProgress
 from datamodules.pair_datamodule import PairDataModule
-from lightning_app.checkpoints import (checkpoint_kind, find_last_checkpoint, hyperparameter_differences, read_hyperparameters,
-                                      verify_checkpoint)
+from lightning_app.checkpoints import (checkpoint_kind, find_last_checkpoint, hyperparameter_differences, load_plain_checkpoint,
+                                      read_hyperparameters, verify_checkpoint)
 from lightning_app.files import check_folder_path
 from modules.animator_module import AnimatorModule
 from modules.errors import CheckpointError, UserFacingError, exit_on_user_error
@@ -147,11 +146,7 @@ class ProjectCLI(LightningCLI):
             return
         if path == "last":
             path = str(verify_checkpoint(self._newest_last("--weights_from last")))
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
-            raise CheckpointError(f"--weights_from {path!r} cannot be read as plain data ({type(exc).__name__}); give a checkpoint "
-                                  "written by cli.py fit") from exc
+        checkpoint = load_plain_checkpoint(path, "--weights_from")
         state = checkpoint.get("state_dict", {})
         self.model.on_load_checkpoint(checkpoint)
         own = self.model.state_dict()
