@@ -25,7 +25,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
 import lightning as L
 import numpy as np
 import torch
@@ -36,7 +35,9 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lightning_app.checkpoints import expect_checkpoint_kind
-from lightning_app.files import atomic_path, atomic_write_bytes, atomic_write_text
+from callbacks.clip_writer import ClipSamples
+from lightning_app.files import atomic_write_text
+from lightning_app.run_folder import run_folder
 
 LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet weights, as torch.hub caches them
 
@@ -80,7 +81,7 @@ class EvaluationReport(L.Callback):
             self.notes.append(f"LPIPS skipped: {LPIPS_BACKBONE_FILE} not in {Path(torch.hub.get_dir()) / 'checkpoints'} (no downloads at test time)")
         self.means: dict[tuple[str, str], MeanMetric] = {}
         self.tracks: dict[tuple[str, int], dict[int, tuple[Tensor, Tensor]]] = defaultdict(dict)
-        self.samples: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+        self.samples = ClipSamples(self.sample_clips, self.fps)
 
     def _add(self, group: str, name: str, values: Tensor) -> None:
         key = (group, name)
@@ -101,7 +102,7 @@ class EvaluationReport(L.Callback):
             if real is not None:
                 self._evaluator_metrics(group, prediction, batch, real)
             if "sequence" in batch:
-                self._collect_samples(group, prediction, batch)
+                self.samples.add(group, prediction, batch)
 
     def _evaluator_metrics(self, group: str, prediction: Tensor, batch: dict[str, Tensor], real: dict[str, Tensor]) -> None:
         size = len(prediction)
@@ -120,12 +121,6 @@ class EvaluationReport(L.Callback):
         if "sequence" in batch:
             for i, (sequence, frame) in enumerate(zip(batch["sequence"].tolist(), batch["frame"].tolist())):
                 self.tracks[(group, sequence)][frame] = (out["keypoints"][i].cpu(), target_kp[i].cpu())
-
-    def _collect_samples(self, group: str, prediction: Tensor, batch: dict[str, Tensor]) -> None:
-        for i, sequence in enumerate(batch["sequence"].tolist()):
-            if sequence < self.sample_clips:
-                row = torch.cat([batch["source"][i], batch["driving"][i], prediction[i], batch["target"][i]], dim=-1)
-                self.samples[(group, sequence)].append((row.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
 
     def _jitter(self) -> dict[str, float]:
         per_group: dict[str, list[float]] = defaultdict(list)
@@ -154,7 +149,7 @@ class EvaluationReport(L.Callback):
     @rank_zero_only
     def _report(self, trainer: L.Trainer, results: dict[str, dict[str, float]]) -> None:
         metrics = sorted({m for row in results.values() for m in row}, key=lambda m: (m not in ("l1", "psnr", "ssim"), m))
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "evaluation"
+        folder = run_folder(trainer) / "evaluation"
         folder.mkdir(parents=True, exist_ok=True)
         table = Table(title="test results (AKD px, APE range units, AED 1−cos; *_floor: the evaluator on real frames)")
         table.add_column("group")
@@ -176,20 +171,5 @@ class EvaluationReport(L.Callback):
             logger.log_metrics({f"test/{g}/{m}": v for g, row in results.items() for m, v in row.items() if m not in ("l1", "psnr", "ssim")}, step=trainer.global_step)
             if type(logger).__name__ == "WandbLogger":
                 logger.log_table("test/results", columns=["group", *metrics], data=[[g, *(row.get(m) for m in metrics)] for g, row in results.items()])
-        self._write_samples(folder)
+        self.samples.write(folder)
 
-    def _write_samples(self, folder: Path) -> None:
-        for (group, sequence), frames in self.samples.items():
-            stem = f"{group.replace('/', '_')}_clip{sequence}"
-            height, width = frames[0].shape[:2]
-            with atomic_path(folder / f"{stem}.mp4") as temporary:
-                writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
-                if not writer.isOpened():
-                    raise OSError(f"OpenCV could not open a video writer for {folder / stem}.mp4")
-                for frame in frames:
-                    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-                writer.release()
-            still = np.concatenate(frames[:: max(1, len(frames) // 4)][:4], axis=0)
-            ok, png = cv2.imencode(".png", cv2.cvtColor(still, cv2.COLOR_RGB2BGR))
-            if ok:
-                atomic_write_bytes(folder / f"{stem}.png", png.tobytes())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_app.files import atomic_write_text
+from lightning_app.run_folder import run_folder
 
 _MB = 1024.0**2
 
@@ -102,7 +102,7 @@ class MemoryMonitor(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.report = self.advise(pl_module.device, str(trainer.precision))
-        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
+        folder = run_folder(trainer)  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             atomic_write_text(folder / self.report_name, json.dumps(self.report, indent=2) + "\n")
             rank_zero_info(f"MemoryMonitor: peak {self.report['peak_mb']:.0f} MB ({self.report['peak_fraction']:.1%}); {self.report['advice']}")

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from lightning_app.files import atomic_write_bytes
+from lightning_app.run_folder import run_folder
 
 
 class SampleGrid(Callback):
@@ -50,7 +51,7 @@ class SampleGrid(Callback):
         self._columns = [c.detach().float().clamp(0, 1).cpu() for c in columns]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
+        folder = run_folder(trainer)  # a collective under DDP: every rank asks
         if self._columns is None or not trainer.is_global_zero:
             return
         rows = torch.stack(self._columns, dim=1).flatten(0, 1)  # N·columns × 3 × H × W, row-major

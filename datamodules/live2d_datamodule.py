@@ -170,7 +170,7 @@ class Live2DClipDataModule(PairDataModule):
         val_pairs: validation pairs (deterministic).
         test_pairs: test pairs (deterministic).
         val_mode: pair mode for validation.
-        test_mode: pair mode for test and predict.
+        test_mode: pair mode of the ``test_pairs`` (test without ``test_protocols``).
         max_gap: largest frame distance in a self pair.
         background: RGB 0–255 colour behind the characters.
         seed: fixes the pairs.

@@ -54,6 +54,8 @@ class PairDataModule(L.LightningDataModule):
     resumed mid-epoch continues the same order). Validation, test and predict keep the datasets' fixed order,
     unaugmented.
 
+    Predict: the clips of :attr:`predict_names`, as test's protocols (:meth:`protocol_loader`).
+
     Test: without ``test_protocols`` one loader of ``test_set`` pairs; with them one loader per protocol and
     split (:mod:`datamodules.protocols`), named in :attr:`test_names` (``"self/held_out"``, …), over
     ``test_clips`` clips per split of at most ``test_clip_frames`` frames.
@@ -127,21 +129,31 @@ class PairDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
 
+    @property
+    def predict_names(self) -> list[str]:
+        """Names of the predict loaders: self-reenactment on held-out characters and, where their clips replay a
+        shared trajectory, cross-identity."""
+        replayed = any(c.replay is not None for c in self.evaluation_clips("held_out"))
+        return ["self/held_out"] + (["cross/held_out"] if replayed else [])
+
+    def protocol_loader(self, name: str, clips: int | None = None) -> DataLoader:
+        """The loader of one protocol on one split (``"self/held_out"``, …) over ``clips`` clips (default
+        ``test_clips``), one character in turn, of at most ``test_clip_frames`` frames."""
+        protocol, split = name.split("/")
+        usable = [c for c in self.evaluation_clips(split) if protocol == "self" or c.replay is not None]  # type: ignore[arg-type]
+        by_character: dict[str, list[EvaluationClip]] = {}
+        for clip in usable:
+            by_character.setdefault(clip.character, []).append(clip)
+        spread = [c for row in zip_longest(*by_character.values()) for c in row if c is not None]  # one per character in turn
+        drivers = self.evaluation_clips("train") + self.evaluation_clips("held_out")
+        pairs = ProtocolPairs(spread[: clips or self.test_clips], drivers, self.evaluation_reader(), protocol, self.test_clip_frames)  # type: ignore[arg-type]
+        return self._loader(pairs, shuffle=False)
+
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
         if not self.test_protocols:
             return self._loader(self.test_set, shuffle=False)
-        drivers = self.evaluation_clips("train") + self.evaluation_clips("held_out")
-        reader = self.evaluation_reader()
-        loaders = []
-        for name in self.test_names:
-            protocol, split = name.split("/")
-            usable = [c for c in self.evaluation_clips(split) if protocol == "self" or c.replay is not None]  # type: ignore[arg-type]
-            by_character: dict[str, list[EvaluationClip]] = {}
-            for clip in usable:
-                by_character.setdefault(clip.character, []).append(clip)
-            spread = [c for row in zip_longest(*by_character.values()) for c in row if c is not None]  # one per character in turn
-            loaders.append(self._loader(ProtocolPairs(spread[: self.test_clips], drivers, reader, protocol, self.test_clip_frames), shuffle=False))  # type: ignore[arg-type]
-        return loaders
+        return [self.protocol_loader(name) for name in self.test_names]
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+    def predict_dataloader(self) -> list[DataLoader]:
+        """The evaluation clips of :attr:`predict_names` (``cli.py predict`` animates them into videos)."""
+        return [self.protocol_loader(name) for name in self.predict_names]

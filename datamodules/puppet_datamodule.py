@@ -126,7 +126,7 @@ class PuppetDataModule(PairDataModule):
         val_pairs: validation pairs (deterministic).
         test_pairs: test pairs (deterministic).
         val_mode: pair mode for validation (``"self"`` or ``"cross"``).
-        test_mode: pair mode for test and predict.
+        test_mode: pair mode of the ``test_pairs`` (test without ``test_protocols``).
         seed: fixes characters and pairs.
         augmentation: random augmentation of training pairs (e.g. ``datamodules.augmentation.PairAugmentation``).
         test_protocols: evaluation protocols for test (``self``, ``cross``; see :mod:`datamodules.protocols`);

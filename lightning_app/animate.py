@@ -25,6 +25,7 @@ import time
 import warnings
 from collections import deque
 from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from rich.progress import Progress
 from datamodules.face_landmarks import FaceObservation, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
 from datamodules.parameters import default_parameters
 from lightning_app.checkpoints import load_animator
-from lightning_app.files import atomic_path, check_folder_path
+from lightning_app.files import atomic_video, check_folder_path
 from lightning_app.frames import open_frames
 from modules.animator_module import AnimatorModule
 from modules.descriptors.base import Motion, movement_scale
@@ -189,10 +190,7 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
     animation = Animation(animator, source, human_motion, relative)
     written, start = 0, time.perf_counter()
     width = size * (3 if side_by_side else 1)
-    with atomic_path(out) as temporary, Progress() as progress:
-        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, size))
-        if not writer.isOpened():
-            raise UserFacingError(f"OpenCV cannot write {str(out)!r} (mp4v codec)")
+    with atomic_video(out, fps, width, size) as write, Progress() as progress:
         task = progress.add_task(f"animating {Path(driving).name if not driving.isdigit() else 'webcam ' + driving}", total=count)
         pending = 0  # frames before the first face: written once motion is known
         for rgb in frames:
@@ -204,7 +202,7 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
             if side_by_side:
                 image = np.concatenate([square(rgb, size), (source[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), image], axis=1)
             for _ in range(pending + 1):
-                writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                write(image)
             written += pending + 1
             pending = 0
             progress.advance(task)
@@ -212,7 +210,6 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
                 cv2.imshow("animate (q quits)", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
                 if cv2.waitKey(1) & 0xFF == ord("q"):
                     break
-        writer.release()
         if human_motion:
             human_motion.tracker.close()
         if written == 0:

@@ -27,14 +27,17 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.run_progress import RunProgress
 from datamodules.pair_datamodule import PairDataModule
 from lightning_app.checkpoints import (checkpoint_kind, find_last_checkpoint, hyperparameter_differences, load_plain_checkpoint,
                                       read_hyperparameters, verify_checkpoint)
-from lightning_app.files import check_folder_path
+from lightning_app.files import atomic_write_text, check_folder_path
+from lightning_app.quiet import quiet_libraries
+from lightning_app.run_folder import point_latest, run_folder
 from modules.animator_module import AnimatorModule
 from modules.errors import CheckpointError, UserFacingError, exit_on_user_error
 
@@ -43,6 +46,38 @@ DEFAULT_CONFIGS = [str(CONFIG_DIR / "trainer" / "default.yaml"), str(CONFIG_DIR 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 IMAGE_SIZE_KEYS = ("data.init_args.image_size", "data.image_size")
 CHECKPOINT_ALIASES = (None, "last", "best", "hpc", "registry")
+FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers whose folder is save_dir/name/version
+
+
+def data_label(data: Any) -> str:
+    """The data part of a run folder's name, from the data config (``class_path``/``init_args``): the dataset
+    folder's name for data read from one (``data/live2d`` → ``live2d``), else the DataModule's (``puppet``), so runs
+    of one config on different data do not share versions."""
+    if not isinstance(data, (dict, Namespace)):
+        return "data"
+    root = (data.get("init_args") or {}).get("root")
+    if root:
+        return Path(str(root)).name
+    return str(data.get("class_path", "")).rpartition(".")[2].removesuffix("DataModule").lower() or "data"
+
+
+class RunConfig(SaveConfigCallback):
+    """The resolved config as ``config.yaml`` in the run folder (:func:`~lightning_app.run_folder.run_folder`);
+    ``fit`` also points ``latest`` at its run folder. ``validate``/``test``/``predict`` of a checkpoint run in
+    ``<run>/<stage>/`` (see :meth:`ProjectCLI._log_into_run_folder`), where each replaces the last one's files."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if self.already_saved:
+            return
+        folder = run_folder(trainer)
+        if trainer.is_global_zero:
+            path = folder / self.config_filename
+            if stage == "fit" and path.exists() and not self.overwrite:
+                raise UserFacingError(f"{path} exists: that run folder belongs to another run; give another logger version or name")
+            atomic_write_text(path, self.parser.dump(self.config, skip_none=False))
+            if stage == "fit" and trainer.loggers:
+                point_latest(folder)
+        self.already_saved = trainer.strategy.broadcast(True)
 
 
 class ProjectCLI(LightningCLI):
@@ -66,6 +101,7 @@ class ProjectCLI(LightningCLI):
             parser_kwargs=parser_kwargs,
             args=args,
             run=run,
+            save_config_callback=RunConfig,
             **kwargs,
         )
 
@@ -74,8 +110,22 @@ class ProjectCLI(LightningCLI):
                             help="start this config from a checkpoint's weights only (no step, optimizer or schedule state); "
                                  "'last': the newest last.ckpt of this logger")
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """Each subcommand's parser has ``--verbose``: Lightning's own for ``validate`` and ``test`` (its results
+        table; off for ``test``, whose :class:`~callbacks.EvaluationReport` prints the full one), one of ours for
+        ``fit`` and ``predict``. ``--verbose=true`` on the command line also shows what :mod:`lightning_app.quiet`
+        leaves out."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "verbose" not in parser.get_defaults():
+            parser.add_argument("--verbose", type=bool, default=False, help="show every library message (lightning_app.quiet)")
+        if subcommand == "test":
+            parser.set_defaults(verbose=False)
+        return parser
+
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         self.command_line = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        if not any(a.lower() in ("--verbose=true", "--verbose=1") for a in self.command_line):
+            quiet_libraries()
         super().parse_arguments(parser, args)
 
     def _on_command_line(self, keys: tuple[str, ...]) -> bool:
@@ -95,9 +145,38 @@ class ProjectCLI(LightningCLI):
         if ckpt_path not in CHECKPOINT_ALIASES:
             verify_checkpoint(ckpt_path)
             self._check_against_checkpoint(subcommand, ckpt_path, before_build=True)
+            if subcommand != "fit":
+                self._log_into_run_folder(config, Path(ckpt_path))
         if config.get("weights_from") not in (None, "last"):
             verify_checkpoint(config["weights_from"])
         super()._parse_ckpt_path()
+
+    def _logger_config(self, config: Namespace, settings: tuple[str, ...]) -> Namespace | None:
+        """The configured logger's ``class_path``/``init_args`` when it keeps its files in ``save_dir/name/version``
+        and the command line sets neither another logger nor any of its ``settings``."""
+        logger = (config.get("trainer") or {}).get("logger")
+        if not isinstance(logger, Namespace) or not str(logger.get("class_path", "")).endswith(FOLDER_LOGGERS):
+            return None
+        keys = ("trainer.logger", "trainer.logger.class_path", *(f"trainer.logger{part}.{key}" for key in settings for part in ("", ".init_args")))
+        return None if self._on_command_line(keys) else logger
+
+    def _log_into_run_folder(self, config: Namespace, ckpt_path: Path) -> None:
+        """``validate``/``test``/``predict`` of a checkpoint in ``<run>/checkpoints/`` log into ``<run>/<stage>/``
+        (metrics, reports, videos and the config of that command, replacing the previous one's), not into a new
+        version beside the training run."""
+        path, logger = ckpt_path.resolve(), self._logger_config(config, ("save_dir", "name", "version"))
+        if logger is None or path.parent.name != "checkpoints":
+            return
+        logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = str(path.parent.parent), "", self.config["subcommand"]
+        self._into_run_folder = True
+
+    def before_instantiate_classes(self) -> None:
+        """Name the run folder for config and data (``logs/<config>/<data>/version_N``) unless the logger is set on
+        the command line or writes into a checkpoint's run folder."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = self._logger_config(config, ("name",))
+        if logger is not None and not getattr(self, "_into_run_folder", False) and logger.init_args.get("name"):
+            logger.init_args.name = f"{logger.init_args.name}/{data_label(config.get('data'))}"
 
     def _check_against_checkpoint(self, subcommand: str, ckpt_path: str | Path, before_build: bool) -> None:
         """Refuse settings the checkpoint contradicts when resuming (``fit``) or when the model is built already

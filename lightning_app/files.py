@@ -7,7 +7,10 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
+
+import cv2
+import numpy as np
 
 from modules.errors import UserFacingError
 
@@ -79,3 +82,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB ``H×W×3`` uint8 image to ``path`` as PNG, atomically."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"OpenCV could not encode {str(path)!r} as PNG")
+    atomic_write_bytes(path, png.tobytes())
+
+
+@contextmanager
+def atomic_video(path: str | os.PathLike, fps: float, width: int, height: int) -> Iterator[Callable[[np.ndarray], None]]:
+    """An mp4 (``mp4v``) written frame by frame: the block gets a function taking RGB ``height×width×3`` uint8
+    frames; the video appears under ``path`` when the block ends without an exception (nothing otherwise).
+
+    Raises:
+        UserFacingError: OpenCV cannot open a writer for ``path``.
+    """
+    with atomic_path(path) as temporary:
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise UserFacingError(f"OpenCV cannot write {str(path)!r} (mp4v codec)")
+        try:
+            yield lambda rgb: writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()

@@ -26,7 +26,6 @@ from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rich.progress import Progress
 
@@ -35,7 +34,7 @@ from datamodules.live2d.model_files import Live2DModelError, find_setting_files,
 from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip, render_pool
 from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.files import atomic_write_bytes, atomic_write_text, check_folder_path
+from lightning_app.files import atomic_write_png, atomic_write_text, check_folder_path
 from modules.errors import UserFacingError, exit_on_user_error
 
 REPLAY_SEED_BASE = 1_000_000
@@ -113,10 +112,12 @@ def _read_index(out: Path) -> dict:
 
 def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, replays: int = 2, frames: int = 60, fps: float = 30.0,
                    workers: int = 2, seed: int = 0, physics: bool = False, characters: list[str] | None = None,
-                   motions: bool = False, region_overrides: dict[str, dict[str, str]] | None = None, retry_failed: bool = False) -> int:
+                   motions: bool = False, region_overrides: dict[str, dict[str, str]] | None = None, retry_failed: bool = False,
+                   verbose: bool = False) -> int:
     """Render what is missing under ``out``, then write ``out/index.json``; returns the number of clips rendered.
 
-    Failed models are reported on stderr and recorded in ``index.json``; the others still render.
+    Failed models are reported on stderr and recorded in ``index.json``; the others still render. The workers'
+    native banners and log lines are shown only when ``verbose``.
     """
     for name, value, least in (("size", size, 16), ("clips", clips, 0), ("replays", replays, 0), ("frames", frames, 1), ("workers", workers, 1)):
         if value < least:
@@ -141,7 +142,8 @@ def render_dataset(models: Path, out: Path, size: int = 256, clips: int = 4, rep
     renderable = {n: p for n, p in found.items() if n not in failed}
     plan = [c for c in plan_clips(renderable, clips, replays, frames, fps, size, seed, motions) if not (out / c.character / c.name / "clip.json").is_file()]
     problems: dict[str, str | None] = dict(previous.get("ground_truth_problems", {}))
-    jobs = {"renderable": renderable, "out": out, "physics": physics, "overrides": region_overrides or {}, "failed": failed, "problems": problems}
+    jobs = {"renderable": renderable, "out": out, "physics": physics, "overrides": region_overrides or {}, "failed": failed, "problems": problems,
+            "verbose": verbose}
     with Progress() as progress:
         bar = progress.add_task(f"rendering {len(plan)} clips", total=len(plan))
         left = _render_clips(plan, workers, progress, bar, **jobs)
@@ -174,15 +176,15 @@ def write_portraits(out: Path, clips: list[ClipInfo], background: tuple[int, int
         own = [c for c in clips if c.character == character and c.source in ("random", "replay")]
         if own and not target.is_file():
             rgb = composite(np.asarray(open_arrays(own[0])["frames"][0]), background)
-            atomic_write_bytes(target, cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
+            atomic_write_png(target, rgb)
 
 
 def _render_clips(plan: list[ClipInfo], workers: int, progress: Progress, bar, renderable: dict[str, Path], out: Path, physics: bool,
-                  overrides: dict, failed: dict[str, dict], problems: dict) -> list[ClipInfo]:
+                  overrides: dict, failed: dict[str, dict], problems: dict, verbose: bool = False) -> list[ClipInfo]:
     """Render ``plan`` in one pool of ``workers`` processes, recording models that raise in ``failed`` and each
     character's ground-truth problem in ``problems``; returns the clips left unrendered when a worker died."""
     left = []
-    with render_pool(workers) as pool:
+    with render_pool(workers, quiet=not verbose) as pool:
         futures = {pool.submit(render_clip, str(renderable[c.character]), str(out), c, physics, overrides.get(c.character)): c for c in plan}
         for future in as_completed(futures):
             clip = futures[future]
@@ -214,11 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--region-overrides", type=Path, help="JSON {Name: {part or drawable ID: kind}} for region maps "
                         f"where the model's names are not informative (kinds: {', '.join(KINDS)})")
     parser.add_argument("--retry-failed", action="store_true", help=f"render models that failed {MAX_ATTEMPTS} times before")
+    parser.add_argument("--verbose", action="store_true", help="show live2d-py's and the Cubism core's own output")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         overrides = read_region_overrides(args.region_overrides) if args.region_overrides else None
         count = render_dataset(args.models, args.out, args.size, args.clips, args.replays, args.frames, args.fps,
-                               args.workers, args.seed, args.physics, args.characters, args.motions, overrides, args.retry_failed)
+                               args.workers, args.seed, args.physics, args.characters, args.motions, overrides, args.retry_failed, args.verbose)
     print(f"rendered {count} clips into {args.out}")
 
 

@@ -143,6 +143,7 @@ class AnimatorModule(LightningModule):
             {"l1": MeanAbsoluteError(), "psnr": PeakSignalNoiseRatio(data_range=1.0), "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)}
         )
         self.val_metrics = metrics.clone(prefix="val/")
+        self.val_floor = MeanAbsoluteError()  # the no-motion answer (output = portrait) on the same pairs
         self.test_metrics = metrics.clone(prefix="test/")
         self.protocol_metrics = nn.ModuleDict()  # per test group, built when test starts
         # Convolution weights in channels-last layout: measured 15–40% faster inference on CPU (oneDNN), and the
@@ -275,14 +276,22 @@ class AnimatorModule(LightningModule):
             predictions["relative"] = self.backbone(source, m_src, m_src.relative(m_drv, m_first, scale)).clamp(0.0, 1.0)
         return predictions
 
-    def _score(self, batch: dict[str, Tensor], metrics: MetricCollection) -> dict[str, Tensor]:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         prediction = self(batch["source"], batch["driving"]).clamp(0.0, 1.0)
-        metrics.update(prediction, batch.get("target", batch["driving"]))
-        self.log_dict(metrics, prog_bar=metrics is self.val_metrics, batch_size=prediction.shape[0])
+        target = batch.get("target", batch["driving"])
+        self.val_metrics.update(prediction, target)
+        self.val_floor.update(batch["source"], target)
+        self.log_dict(self.val_metrics, prog_bar=True, batch_size=prediction.shape[0])
         return {"prediction": prediction}
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._score(batch, self.val_metrics)
+    def on_validation_epoch_end(self) -> None:
+        """Logs ``val/floor_l1`` (L1 of the no-motion answer, output = portrait) and ``val/under_floor``
+        (``1 − val/l1 / val/floor_l1``: how much of the change the model gets right; 0 for a copy of the portrait,
+        negative when it does worse than a copy)."""
+        floor = self.val_floor.compute()
+        under = 1.0 - self.val_metrics["l1"].compute() / floor.clamp_min(1e-8)
+        self.log_dict({"val/floor_l1": floor, "val/under_floor": under}, prog_bar=False)
+        self.val_floor.reset()
 
     def test_groups(self, loader_name: str) -> dict[str, str]:
         """Prediction kind → metric group of one test loader (``"self/held_out"`` → ``{"absolute":
@@ -312,8 +321,13 @@ class AnimatorModule(LightningModule):
             self.log_dict(metrics, batch_size=batch["source"].shape[0], add_dataloader_idx=False)
         return {"predictions": predictions, "groups": groups}
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self(batch["source"], batch["driving"]).clamp(0.0, 1.0)
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """The predictions of :meth:`animate` for a protocol batch and their groups (as ``test_step``), or for plain
+        pairs the absolute prediction (group ``""``)."""
+        names = getattr(self.trainer.datamodule, "predict_names", ["pairs"])
+        groups = self.test_groups(names[dataloader_idx])
+        predictions = self.animate(batch["source"], batch["driving"], batch.get("driving_first") if len(groups) > 1 else None)
+        return {"predictions": predictions, "groups": groups}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self._optimizer_factory([p for p in self.parameters() if p.requires_grad])

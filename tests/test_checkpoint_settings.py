@@ -58,8 +58,10 @@ def test_last_is_checked_too(trained, capsys):
 
 
 def test_the_checkpoint_image_size_is_used_unless_given(trained, tmp_path):
-    followed = run_cli(without_size(tiny_args(tmp_path, subcommand="validate", extra=[f"--ckpt_path={trained}"])))
-    assert followed.datamodule.val_set.image_size == 64 and followed.model.image_size == 64  # the data default is 128
+    config = tmp_path / "size.yaml"
+    config.write_text("data:\n  init_args:\n    image_size: 128\n")  # a config file's size: not "given" on the command line
+    followed = run_cli(without_size(tiny_args(tmp_path, subcommand="validate", extra=[f"--config={config}", f"--ckpt_path={trained}"])))
+    assert followed.datamodule.val_set.image_size == 64 and followed.model.image_size == 64
     with pytest.warns(UserWarning, match=r"validate at 96² a checkpoint trained at 64²"):
         overridden = run_cli(without_size(tiny_args(tmp_path, subcommand="validate", extra=[f"--ckpt_path={trained}", "--data.init_args.image_size=96"])))
     assert overridden.datamodule.val_set.image_size == 96

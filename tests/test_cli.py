@@ -20,6 +20,11 @@ def test_keypoints_config_trains_validates_and_saves_everything(tmp_path):
     val = metric_by_step(log_dir, "val/l1")
     assert sorted(val) == [3, 7] and all(0 < v < 1 for v in val.values())
     assert set(metric_by_step(log_dir, "val/psnr")) == set(val) and set(metric_by_step(log_dir, "val/ssim")) == set(val)
+    pairs = [cli.datamodule.val_set[i] for i in range(len(cli.datamodule.val_set))]
+    copy_error = torch.stack([(p["source"] - p["driving"]).abs().mean() for p in pairs]).mean().item()
+    floor, under = metric_by_step(log_dir, "val/floor_l1"), metric_by_step(log_dir, "val/under_floor")
+    assert floor[3] == pytest.approx(copy_error, rel=1e-4) and floor[7] == pytest.approx(copy_error, rel=1e-4)
+    assert under[7] == pytest.approx(1 - val[7] / floor[7], rel=1e-4)
     rows = read_metrics(log_dir)
     for key in ("train/reconstruction", "train/identity", "train/tv", "train/motion", "train/grad_norm", "train/lr", "memory/rss_mb"):
         assert any(key in row for row in rows), key
@@ -42,7 +47,7 @@ def test_sample_grid_has_a_row_per_pair_and_a_target_column_for_cross_pairs(tmp_
     from PIL import Image
 
     cli = run_cli(tiny_args(tmp_path, steps=2, extra=["--data.init_args.val_mode=cross", "--trainer.val_check_interval=2"]))
-    grid = Image.open(next((Path(cli.trainer.log_dir) / "samples").glob("*.png")))
+    grid = Image.open(next((Path(cli.trainer.log_dir) / "samples").glob("step_*.png")))
     columns, rows = 4, 4  # source | driving | prediction | target; batch of 4 validation pairs
     assert grid.size == (columns * 66 + 2, rows * 66 + 2)
 
@@ -97,7 +102,8 @@ def test_print_config_shows_the_resolved_config(tmp_path, capsys):
     assert exc.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"] == "datamodules.PuppetDataModule"
-    assert printed["model"]["backbone"]["class_path"] == "modules.backbones.FiLMUNet"
+    assert printed["model"]["backbone"]["class_path"] == "modules.backbones.WarpingGenerator"  # the main job's
+    assert printed["data"]["init_args"]["image_size"] == 64 and printed["trainer"]["max_steps"] == 1500
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.AdamW"
 
 
@@ -110,8 +116,22 @@ def test_wandb_logger_works_offline(tmp_path, monkeypatch):
     assert len(runs) == 1
     assert list(runs[0].glob("files/media/images/val/samples_*.png")), "sample grid not logged to W&B"
     assert any(p.suffix == ".wandb" for p in runs[0].iterdir())
+    folder = Path(cli.trainer.checkpoint_callback.dirpath).parent  # <save_dir>/<project>/<run id>: one folder per run
+    assert folder.parent == tmp_path / "animator-test" and (folder / "checkpoints" / "last.ckpt").is_file()
+    assert (folder / "config.yaml").is_file() and (folder / "memory_report.json").is_file() and list((folder / "samples").glob("step_*.png"))
+    assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "samples").exists()
 
 
 def test_cli_script_runs_from_the_repo(tmp_path):
     result = run_cli_process(["fit", "--help"], cwd=ROOT)
     assert result.returncode == 0 and "--model.descriptor" in result.stdout
+
+
+def test_library_chatter_is_left_out_unless_verbose(tmp_path):
+    base = tiny_args(tmp_path, steps=1, extra=["--data.init_args.test_clip_frames=2"])
+    quiet = run_cli_process(base, cwd=tmp_path)
+    loud = run_cli_process([*base, "--verbose=true"], cwd=tmp_path)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
+    for text in ("💡 Tip", "GPU available: False", "Seed set to 0", "is deprecated"):
+        assert text not in quiet.stdout + quiet.stderr and text in loud.stdout + loud.stderr, text
+    assert "final animation" in quiet.stdout + quiet.stderr  # the project's own lines stay

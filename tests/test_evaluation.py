@@ -27,7 +27,7 @@ def evaluator(tmp_path_factory) -> Path:
         "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.save_dir={root}",
         "--model.optimizer.init_args.lr=0.003",
     ])
-    return next(root.glob("evaluator/version_0/checkpoints/last.ckpt"))
+    return next(root.glob("evaluator/puppet/version_0/checkpoints/last.ckpt"))  # logs/<config>/<data>/version_N
 
 
 def protocols(**kwargs) -> PuppetDataModule:

@@ -125,3 +125,13 @@ def test_authored_motions_become_clips_with_their_parameters(tmp_path, name, cou
     assert params.std(axis=0).max() > 0.05, "the authored motion moves standard parameters"
     frames = np.load(Path(clip.path) / "frames.npy", mmap_mode="r")
     assert not np.array_equal(frames[0], frames[-1])
+
+
+@needs_models
+def test_rendering_is_quiet_unless_verbose(tmp_path, capfd):
+    """The workers' native banners and per-model log lines (live2d-py, the Cubism core) go to /dev/null by default."""
+    for verbose in (False, True):
+        render_dataset(MODELS, tmp_path / str(verbose), size=32, clips=1, replays=0, frames=2, workers=1, characters=["Hiyori"], verbose=verbose)
+        out, err = capfd.readouterr()
+        native = [line for line in (out + err).splitlines() if "[pyi]" in line or "Cubism SDK Core" in line]
+        assert bool(native) == verbose, native[:3]

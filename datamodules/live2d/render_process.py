@@ -39,10 +39,23 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def render_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` (at least 1) ``spawn`` processes that die with this one."""
+def _start_worker(parent_pid: int, quiet: bool) -> None:
+    """Worker initializer: :func:`_die_with_parent`; ``quiet`` sends the worker's standard output (file
+    descriptor 1, where live2d-py's banner and the Cubism core's per-model log lines go — about 40 lines per
+    character, from native code that no Python setting reaches) to ``/dev/null``. Errors still come back: a worker's
+    exceptions travel to the parent, and standard error is kept."""
+    _die_with_parent(parent_pid)
+    if quiet:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+
+def render_pool(workers: int, quiet: bool = True) -> ProcessPoolExecutor:
+    """A pool of ``workers`` (at least 1) ``spawn`` processes that die with this one, quiet unless ``quiet`` is off
+    (see :func:`_start_worker`)."""
     return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_parent, initargs=(os.getpid(),))
+                               initializer=_start_worker, initargs=(os.getpid(), quiet))
 
 
 @dataclass(frozen=True)
