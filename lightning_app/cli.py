@@ -9,8 +9,9 @@ subcommand; a ``--config`` given later overrides them.
 ``--ckpt_path`` resumes (``fit``) or evaluates a checkpoint *with its own hyper-parameters*: a setting given in a
 config file or on the command line that the checkpoint contradicts stops ``fit`` with an error listing each key
 (checkpoint value vs requested value), and makes ``validate``/``test``/``predict`` warn with that list — never a
-silent swap of the model; settings left at their defaults take the checkpoint's (``--ckpt_path last``, resolved
-once the model is built, refuses a contradiction in every subcommand). The
+silent swap of the model; settings left at their defaults take the checkpoint's (``fit --ckpt_path last``, resolved
+once the model is built, refuses a contradiction; ``validate``/``test``/``predict --ckpt_path last`` take the newest
+``last.ckpt`` of the config and data like an explicit path). The
 data's image size follows the checkpoint unless ``--data.init_args.image_size`` is on the command line (then
 ``validate``/``test``/``predict`` warn, ``fit`` refuses). ``--weights_from CKPT`` instead starts a new run of
 *this* config from a checkpoint's weights only (no step, optimizer or schedule state; the shapes must match).
@@ -142,6 +143,9 @@ class ProjectCLI(LightningCLI):
         if ckpt_path is not None and config.get("weights_from") is not None:
             raise UserFacingError("give --ckpt_path (resume or evaluate a checkpoint with its own settings) or --weights_from "
                                   "(a new run of this config from its weights), not both")
+        self._name_run_folder(config)
+        if subcommand != "fit" and ckpt_path == "last":
+            ckpt_path = config["ckpt_path"] = self._newest_to_evaluate(config)
         if ckpt_path not in CHECKPOINT_ALIASES:
             verify_checkpoint(ckpt_path)
             self._check_against_checkpoint(subcommand, ckpt_path, before_build=True)
@@ -168,15 +172,26 @@ class ProjectCLI(LightningCLI):
         if logger is None or path.parent.name != "checkpoints":
             return
         logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = str(path.parent.parent), "", self.config["subcommand"]
-        self._into_run_folder = True
 
-    def before_instantiate_classes(self) -> None:
-        """Name the run folder for config and data (``logs/<config>/<data>/version_N``) unless the logger is set on
-        the command line or writes into a checkpoint's run folder."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
+    def _name_run_folder(self, config: Namespace) -> None:
+        """Name the run folder for config and data (``logs/<config>/<data>/version_N``) unless the command line
+        sets the logger or its name."""
         logger = self._logger_config(config, ("name",))
-        if logger is not None and not getattr(self, "_into_run_folder", False) and logger.init_args.get("name"):
+        if logger is not None and logger.init_args.get("name"):
             logger.init_args.name = f"{logger.init_args.name}/{data_label(config.get('data'))}"
+
+    def _newest_to_evaluate(self, config: Namespace) -> str:
+        """``validate``/``test``/``predict --ckpt_path last``: the newest ``last.ckpt`` under the logger's root, found
+        before anything is built, so that it is checked, evaluated and written into like an explicit path."""
+        logger = self._logger_config(config, ())
+        if logger is None:
+            return "last"  # resolved once the trainer exists (_resolve_last_checkpoint)
+        root = Path(logger.init_args.get("save_dir") or ".") / str(logger.init_args.get("name") or "")
+        found = find_last_checkpoint(root)
+        if found is None:
+            raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root}; give the checkpoint's path instead")
+        rank_zero_info(f"{self.config['subcommand']} of the newest last checkpoint: {found}")
+        return str(found)
 
     def _check_against_checkpoint(self, subcommand: str, ckpt_path: str | Path, before_build: bool) -> None:
         """Refuse settings the checkpoint contradicts when resuming (``fit``) or when the model is built already

@@ -53,6 +53,9 @@ def test_fit_names_its_folder_for_config_and_data_and_predict_writes_into_it(tmp
     assert videos == ["cross_absolute_held_out_clip0.mp4", "cross_relative_held_out_clip0.mp4", "self_held_out_clip0.mp4"]
     assert all(video_frames(folder / v) == (8, 4 * 64, 64) for v in videos) and (folder / "self_held_out_clip0.png").is_file()
     assert (latest / "predict" / "config.yaml").is_file()
+    (latest / "predict" / "config.yaml").unlink()
+    run_cli(["predict", *common, "--ckpt_path=last"])  # the newest last.ckpt of this config and data, same folder
+    assert (latest / "predict" / "config.yaml").is_file()
     training_metrics = (latest / "metrics.csv").read_text()
     for _ in range(2):  # a second test replaces the first one's files
         run_cli(["test", *common, f"--ckpt_path={ckpt}"])
