@@ -186,10 +186,7 @@ class ProjectCLI(LightningCLI):
         logger = self._logger_config(config, ())
         if logger is None:
             return "last"  # resolved once the trainer exists (_resolve_last_checkpoint)
-        root = Path(logger.init_args.get("save_dir") or ".") / str(logger.init_args.get("name") or "")
-        found = find_last_checkpoint(root)
-        if found is None:
-            raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root}; give the checkpoint's path instead")
+        found = self._newest_last("--ckpt_path last", Path(logger.init_args.get("save_dir") or ".") / str(logger.init_args.get("name") or ""))
         rank_zero_info(f"{self.config['subcommand']} of the newest last checkpoint: {found}")
         return str(found)
 
@@ -255,10 +252,12 @@ class ProjectCLI(LightningCLI):
         self.model.load_state_dict(state)
         rank_zero_info(f"weights from {path} (a new run: step, optimizer and schedule start afresh)")
 
-    def _newest_last(self, option: str) -> Path:
-        """The newest ``last.ckpt`` under the logger's root, i.e. across this config's earlier runs."""
-        logger = self.trainer.logger
-        root = getattr(logger, "root_dir", None) if logger is not None else None
+    def _newest_last(self, option: str, root: Path | None = None) -> Path:
+        """The newest ``last.ckpt`` under ``root`` (default: the built logger's root), i.e. across this config's
+        earlier runs on this data."""
+        if root is None:
+            logger = self.trainer.logger
+            root = getattr(logger, "root_dir", None) if logger is not None else None
         found = find_last_checkpoint(root) if root else None
         if found is None:
             raise CheckpointError(f"{option}: no last.ckpt under {root or 'the run folder'}; give the checkpoint's path instead")

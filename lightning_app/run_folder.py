@@ -9,7 +9,6 @@ other's files). ``latest`` beside the run folders points at the newest one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -34,7 +33,8 @@ def point_latest(folder: Path) -> Path:
     """Make ``latest`` beside ``folder`` a relative link to it (replaced atomically); returns the link."""
     link = folder.parent / LATEST
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mktemp(prefix=f".{LATEST}.", dir=folder.parent))
+    temporary = folder.parent / f".{LATEST}.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)  # left by a killed process with this pid
     os.symlink(folder.name, temporary)
     os.replace(temporary, link)
     return link

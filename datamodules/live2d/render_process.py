@@ -41,7 +41,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _start_worker(parent_pid: int, quiet: bool) -> None:
     """Worker initializer: :func:`_die_with_parent`; ``quiet`` sends the worker's standard output (file
-    descriptor 1, where live2d-py's banner and the Cubism core's per-model log lines go — about 40 lines per
+    descriptor 1, where live2d-py's banner and the Cubism core's per-model log lines go — 13 lines for one Cubism 2
     character, from native code that no Python setting reaches) to ``/dev/null``. Errors still come back: a worker's
     exceptions travel to the parent, and standard error is kept."""
     _die_with_parent(parent_pid)
