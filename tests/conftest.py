@@ -40,7 +40,7 @@ TINY = [
 
 def tiny_args(tmp_path: Path, config: str = "keypoints.yaml", subcommand: str = "fit", steps: int = 6, extra: list[str] | None = None) -> list[str]:
     """CLI arguments for a tiny run that logs to CSV under ``tmp_path/logs``; ``keypoints.yaml`` runs with the FiLM
-    U-Net (3× faster per step than its warping generator)."""
+    U-Net (about 2.7× faster per step than its warping generator)."""
     return [
         subcommand,
         f"--config={CONFIGS / config}",
