@@ -29,11 +29,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.checkpoint_files import expect_checkpoint_kind  # noqa: E402
+from core.frames import open_frames  # noqa: E402
+from core.vocabulary import PARAMETER_INDEX  # noqa: E402
 from datamodules.face_landmarks import face_measures, geometric_parameters  # noqa: E402
-from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
 from lightning_app.animate import Animation, HumanMotion, read_portrait  # noqa: E402
-from lightning_app.checkpoints import expect_checkpoint_kind, load_animator  # noqa: E402
-from lightning_app.frames import open_frames  # noqa: E402
+from lightning_app.checkpoints import load_animator  # noqa: E402
 from lightning_app.train_adapter import COMPARED, correlation  # noqa: E402
 from modules.evaluator import EvaluatorModule  # noqa: E402
 

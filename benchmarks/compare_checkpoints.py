@@ -24,8 +24,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.files import atomic_write_text  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
-from lightning_app.files import atomic_write_text  # noqa: E402
 
 
 def evaluate(name: str, config: str, checkpoint: str | None, evaluator: str | None, data_args: list[str], out: Path) -> dict:

@@ -56,12 +56,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callbacks import GradientNormClipping  # noqa: E402
+from core.errors import UserFacingError, exit_on_user_error  # noqa: E402
+from core.files import atomic_open, atomic_path, atomic_write_text  # noqa: E402
+from core.vocabulary import EXPRESSION_REGIONS, PARAMETER_INDEX  # noqa: E402
 from datamodules.live2d_datamodule import DEFAULT_HELD_OUT  # noqa: E402
-from datamodules.parameters import PARAMETER_INDEX  # noqa: E402
-from datamodules.puppet import EXPRESSION_REGIONS  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
-from lightning_app.files import atomic_open, atomic_path, atomic_write_text  # noqa: E402
-from modules.errors import UserFacingError, exit_on_user_error  # noqa: E402
+from modules.animator_module import PreparedPortrait  # noqa: E402
 from modules.losses import region_error, region_mask  # noqa: E402
 
 DEFAULT_RUNS = [
@@ -179,7 +179,7 @@ def animate_with_true_parameters(model, batch: dict, relative: bool) -> torch.Te
     if relative:
         driving_motion = source_motion.relative(driving_motion, motion[2 * size :])
     driving_motion = model.descriptor.with_parameters(driving_motion, batch["driving_params"])
-    return model.backbone(batch["source"], source_motion, driving_motion).clamp(0.0, 1.0)
+    return model.animate_motion(PreparedPortrait(batch["source"], source_motion), driving_motion)
 
 
 @torch.inference_mode()
@@ -197,13 +197,11 @@ def evaluate(model, datamodule, clips: int, frames: int) -> dict:
             batch = {k: v.to(device) for k, v in batch.items()}
             source, target = batch["source"], batch["target"]
             outputs = {}
-            model.adapt_movement_scale = False
-            plain = model.animate(source, batch["driving"], batch["driving_first"] if protocol == "cross" else None)
+            plain = model.animate(source, batch["driving"], batch["driving_first"] if protocol == "cross" else None, scale_movement=False)
             outputs["abs"] = plain["absolute"]
             if protocol == "cross":
                 outputs["rel"] = plain["relative"]
-                model.adapt_movement_scale = True
-                outputs["rel+scale"] = model.animate(source, batch["driving"], batch["driving_first"])["relative"]
+                outputs["rel+scale"] = model.animate(source, batch["driving"], batch["driving_first"], scale_movement=True)["relative"]
             if model.descriptor.vector_is_parameters:
                 outputs["params"] = animate_with_true_parameters(model, batch, relative=protocol == "cross")
             outputs["floor"] = source
@@ -269,12 +267,12 @@ def frames_per_second(model, size: int = 256, frames: int = 30) -> float:
     driving frame is described and the backbone animates."""
     model.eval()
     portrait, driving = torch.rand(1, 3, size, size, device=model.device), torch.rand(1, 3, size, size, device=model.device)
-    source_motion = model.describe(portrait)
+    prepared = model.prepare(portrait)
     for _ in range(3):
-        model.backbone(portrait, source_motion, model.describe(driving))
+        model.animate_frame(prepared, driving)
     start = time.perf_counter()
     for _ in range(frames):
-        model.backbone(portrait, source_motion, model.describe(driving))
+        model.animate_frame(prepared, driving)
     return frames / (time.perf_counter() - start)
 
 

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datamodules import PuppetDataModule, PuppetPairs  # noqa: E402
-from lightning_app.cli import CONFIG_DIR, AnimatorCLI  # noqa: E402
+from lightning_app.cli import AnimatorCLI, CONFIG_DIR  # noqa: E402
 from modules import AnimatorModule  # noqa: E402
 
 CONFIG_ARGS = {

@@ -25,8 +25,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_app.files import atomic_video, atomic_write_png
-from lightning_app.run_folder import run_folder
+from core.files import atomic_video, atomic_write_png
+from core.run_folder import run_folder
 
 
 class ClipSamples:

@@ -34,10 +34,10 @@ from rich.table import Table
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from lightning_app.checkpoints import expect_checkpoint_kind
 from callbacks.clip_writer import ClipSamples
-from lightning_app.files import atomic_write_text
-from lightning_app.run_folder import run_folder
+from core.checkpoint_files import expect_checkpoint_kind
+from core.files import atomic_write_text
+from core.run_folder import run_folder
 
 LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet weights, as torch.hub caches them
 
@@ -109,7 +109,7 @@ class EvaluationReport(L.Callback):
         out = self.evaluator(prediction)
         target_kp, source_id = real["keypoints"][:size], real["identity"][size:]
         self._add(group, "akd", (out["keypoints"] - target_kp).norm(dim=-1).mean(1))
-        true = self.evaluator.normalise_parameters(batch["driving_params"])
+        true = self.evaluator.parameters_from_default(batch["driving_params"])
         known = ~true.isnan()
         if known.any():
             self._add(group, "ape", (out["parameters"] - true).abs()[known])

@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_app.files import atomic_write_text
-from lightning_app.run_folder import run_folder
+from core.files import atomic_write_text
+from core.run_folder import run_folder
 
 _MB = 1024.0**2
 

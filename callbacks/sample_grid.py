@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
-from lightning_app.files import atomic_write_bytes
-from lightning_app.run_folder import run_folder
+from core.files import atomic_write_bytes
+from core.run_folder import run_folder
 
 
 class SampleGrid(Callback):

@@ -14,8 +14,7 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-from datamodules.parameters import PARAMETER_INDEX
-from datamodules.puppet import KEYPOINT_NAMES, REGIONS
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS
 
 IMAGE_KEYS = ("source", "driving", "target")
 PARAM_KEYS = ("source_params", "driving_params")

@@ -26,12 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.parameters import PARAMETER_INDEX, default_parameters, parameter_bounds
-from modules.errors import UserFacingError
+from core.errors import UserFacingError
+from core.vocabulary import PARAMETER_INDEX, default_parameters, parameter_bounds
 
-NUM_LANDMARKS = 478
-NUM_BLENDSHAPES = 52
-FEATURE_DIM = NUM_LANDMARKS * 3 + NUM_BLENDSHAPES + 3
 # Face Mesh indices (the person's right/left; in a non-mirrored image the person's right eye is on the image's left).
 RIGHT_EYE = {"outer": 33, "inner": 133, "top": 159, "bottom": 145, "iris": 468}
 LEFT_EYE = {"outer": 263, "inner": 362, "top": 386, "bottom": 374, "iris": 473}
@@ -166,7 +163,7 @@ def normalised_landmarks(landmarks: np.ndarray) -> np.ndarray:
 
 
 def landmark_features(face: FaceObservation) -> np.ndarray:
-    """The adapter's input for one face: ``FEATURE_DIM`` float32 (normalised landmarks, blendshapes, head pose / 90°)."""
+    """The adapter's input for one face: ``core.vocabulary.FEATURE_DIM`` float32 (normalised landmarks, blendshapes, head pose / 90°)."""
     return np.concatenate([normalised_landmarks(face.landmarks).ravel(), face.blendshapes, head_pose(face.matrix) / 90.0]).astype(np.float32)
 
 

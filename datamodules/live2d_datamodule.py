@@ -1,13 +1,10 @@
 """``Live2DClipDataModule``: (portrait, driving frame) pairs from rendered Live2D clips.
 
 Clips come from ``python -m lightning_app.render`` (format: :mod:`datamodules.live2d.clips`). Characters are
-split, not frames: ``held_out`` characters are used only for validation and test. Batches have the same keys as
-:class:`~datamodules.PuppetDataModule` (``source``, ``driving``, ``target``, ``source_params``,
-``driving_params``, ``identity``, ``driving_identity``), images ``3×H×W`` float in ``[0, 1]`` composited over
-``background``, and ``driving_param_mask`` (``P`` bool: the driver's character has that standard parameter and
-its value is known; imported footage has none); where every clip has rendered ground truth also
-``source_regions``/``driving_regions`` (``H×W`` int64) and ``source_keypoints``/``driving_keypoints`` (``K×2``
-pixels at ``image_size``).
+split, not frames: ``held_out`` characters are used only for validation and test. Batches:
+:class:`core.batch.PairBatch`, images composited over ``background``; ``source_regions``/``driving_regions`` and
+``source_keypoints``/``driving_keypoints`` only where every clip has rendered ground truth; imported footage has no
+known parameter (``driving_param_mask`` false).
 
 Pairs:
     ``self`` — source and driving from one clip, at most ``max_gap`` frames apart; target = driving.
@@ -26,12 +23,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, index_clips, open_arrays
+from core.batch import PairMode
+from core.errors import UserFacingError
+from core.frames import composite
+from core.vocabulary import PARAMETER_NAMES
 from datamodules.augmentation import PairAugmentation
-from datamodules.pair_datamodule import PairDataModule, PairMode
-from datamodules.parameters import PARAMETER_NAMES
-from datamodules.protocols import EvaluationClip, Protocol, Split
-from modules.errors import UserFacingError
+from datamodules.live2d.clips import ClipInfo, GROUND_TRUTH, index_clips, open_arrays
+from datamodules.pair_datamodule import PairDataModule
+from datamodules.protocols import EvaluationClip, Split
 
 
 
@@ -60,8 +59,7 @@ class ClipFrames:
         if clip not in self._arrays:
             self._arrays[clip] = open_arrays(self.clips[clip])
         arrays = self._arrays[clip]
-        rgba = np.asarray(arrays["frames"][t], dtype=np.float32)
-        rgb = rgba[..., :3] + (1.0 - rgba[..., 3:] / 255.0) * self.background
+        rgb = composite(np.asarray(arrays["frames"][t]), self.background, rounded=False)
         size = rgb.shape[0]
         if size != self.image_size:
             rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
@@ -201,16 +199,14 @@ class Live2DClipDataModule(PairDataModule):
         background: tuple[int, int, int] = (255, 255, 255),
         seed: int = 0,
         augmentation: PairAugmentation | None = None,
-        test_protocols: list[Protocol] | None = None,
+        test_protocols: list[PairMode] | None = None,
         test_clips: int = 4,
         test_clip_frames: int = 30,
         without_ground_truth: Literal["skip", "keep"] = "skip",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augmentation"])
-        self.set_loader_settings(image_size, batch_size, num_workers)
-        self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
-        self.augmentation = augmentation
+        self.keep_settings(image_size, batch_size, num_workers, augmentation, test_protocols, test_clips, test_clip_frames)
         clips, bad = index_clips(root)
         if bad:
             warnings.warn(f"skipping {len(bad)} bad clip(s) under {root}:\n  " + "\n  ".join(bad), stacklevel=2)

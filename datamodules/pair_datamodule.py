@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import zip_longest
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import RandomSampler
 
+from core.batch import PairMode
 from datamodules.augmentation import PairAugmentation
-from datamodules.protocols import EvaluationClip, FrameReader, Protocol, ProtocolPairs, Split
+from datamodules.protocols import EvaluationClip, FrameReader, ProtocolPairs, Split
 
 def _order_of(sampler: Any) -> str:
     """What draws a loader's order: the sampler's class and, distributed, the number of processes."""
@@ -40,14 +41,9 @@ class ResumableLoader(StatefulDataLoader):
         super().load_state_dict(state)
 
 
-PairMode = Literal["self", "cross"]
-"""``self``: source and driving frame of one character; ``cross``: two characters, with a ground-truth target."""
-
-
 class PairDataModule(L.LightningDataModule):
-    """Base class: subclasses call :meth:`set_loader_settings`, set ``train_set``, ``val_set``, ``test_set``,
-    ``augmentation`` and the evaluation settings, and implement :meth:`evaluation_clips` and
-    :meth:`evaluation_reader`.
+    """Base class: subclasses call :meth:`keep_settings`, set ``train_set``, ``val_set`` and ``test_set``, and
+    implement :meth:`evaluation_clips` and :meth:`evaluation_reader`. Batches: :class:`core.batch.PairBatch`.
 
     Training shuffles, drops the last partial batch and applies ``augmentation`` (if any) to each batch on its
     device; its loader is a :class:`ResumableLoader`, whose position and shuffling state go into checkpoints (a run
@@ -67,19 +63,25 @@ class PairDataModule(L.LightningDataModule):
     batch_size: int
     num_workers: int
     augmentation: PairAugmentation | None = None
-    test_protocols: list[Protocol] | None = None
+    test_protocols: list[PairMode] | None = None
     test_clips: int = 4
     test_clip_frames: int = 30
 
-    def set_loader_settings(self, image_size: int, batch_size: int, num_workers: int) -> None:
-        """Check and keep the settings every subclass takes (``ValueError`` naming the bad one)."""
+    def keep_settings(self, image_size: int, batch_size: int, num_workers: int, augmentation: PairAugmentation | None,
+                      test_protocols: list[PairMode] | None, test_clips: int, test_clip_frames: int) -> None:
+        """Check and keep the settings every subclass takes (``ValueError`` naming the bad one); the subclass's own
+        ``__init__`` calls ``save_hyperparameters(ignore=["augmentation"])`` (it reads its caller's arguments)."""
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {image_size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be at least 0, got {num_workers}")
+        if test_clips < 1 or test_clip_frames < 1:
+            raise ValueError(f"test_clips and test_clip_frames must be at least 1, got {test_clips} and {test_clip_frames}")
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.augmentation = augmentation
+        self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
 
     def require_parameters(self) -> None:
         """Stop with a message naming the clips when training pairs carry no known standard parameters (for

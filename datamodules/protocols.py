@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-Protocol = Literal["self", "cross"]
+from core.batch import PairMode
+
 Split = Literal["train", "held_out"]
 
 
@@ -58,13 +59,11 @@ class ProtocolPairs(Dataset):
         protocol: ``"self"`` or ``"cross"``.
         frames: frames used per clip (from the start).
 
-    Items: ``source``, ``driving``, ``driving_first``, ``target`` (images), ``source_params``,
-    ``driving_params`` (the target's parameters: the driver's), ``identity``, ``driving_identity``,
-    ``sequence`` and ``frame`` (which clip pairing and which frame of it), and ``target_keypoints`` and
-    ``target_regions`` where the reader gives them.
+    Items: the keys of :class:`core.batch.EvaluationBatch` (``target_keypoints`` and ``target_regions`` where the
+    reader gives them).
     """
 
-    def __init__(self, portraits: list[EvaluationClip], drivers: list[EvaluationClip], read: FrameReader, protocol: Protocol, frames: int) -> None:
+    def __init__(self, portraits: list[EvaluationClip], drivers: list[EvaluationClip], read: FrameReader, protocol: PairMode, frames: int) -> None:
         self.read, self.protocol = read, protocol
         self.pairs: list[tuple[EvaluationClip, EvaluationClip]] = []
         if protocol == "self":

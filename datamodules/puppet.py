@@ -1,9 +1,9 @@
 """The procedural anime-face puppet: the embedded default data, rendered with OpenCV.
 
 A puppet is an identity (colours, shapes, proportions) posed by Live2D's standard face parameters
-(:mod:`datamodules.parameters`). Rendering is a pure function of ``(identity, parameters, size)``, so a seed
+(:mod:`core.vocabulary`). Rendering is a pure function of ``(identity, parameters, size)``, so a seed
 fixes every pixel. Besides the RGB image each frame carries ground truth in the same form the Live2D renderer
-gives: a semantic region map (:data:`REGIONS`) and 2-D keypoints (:data:`KEYPOINT_NAMES`) in pixel
+gives: a semantic region map (:data:`core.vocabulary.REGIONS`) and 2-D keypoints (:data:`core.vocabulary.KEYPOINT_NAMES`) in pixel
 coordinates (x right, y down, origin at the top-left pixel's corner).
 
 Head pose is a 2.5-D projection: each part has a depth, yaw (``ParamAngleX``) and pitch (``ParamAngleY``)
@@ -20,19 +20,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from datamodules.parameters import PARAMETER_INDEX, PARAMETER_NAMES, default_parameters, parameter_bounds
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, PARAMETER_NAMES, REGIONS, default_parameters, parameter_bounds
 
-REGIONS: tuple[str, ...] = (
-    "background", "face", "left_eye", "right_eye", "left_brow", "right_brow", "mouth", "hair", "body",
-)
-HEAD_REGIONS: tuple[str, ...] = ("face", "left_eye", "right_eye", "left_brow", "right_brow", "mouth", "hair")
-"""The regions that move with the head (the rest — background, body — stays when only the head turns)."""
-EXPRESSION_REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_brow", "right_brow", "mouth")
-"""The few regions that carry expression (blinks, brows, talking)."""
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "left_eye", "right_eye", "left_iris", "right_iris", "left_brow", "right_brow",
-    "mouth_left", "mouth_right", "mouth_top", "mouth_bottom", "nose", "chin",
-)
 _REGION = {name: i for i, name in enumerate(REGIONS)}
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel accurate, anti-aliased edges
 _SCALE = float(1 << _SHIFT)
@@ -266,7 +255,7 @@ def render_puppet(identity: PuppetIdentity, params: np.ndarray, size: int) -> Pu
     Args:
         identity: the character.
         params: ``(P,)`` raw standard parameter values in ``PARAMETER_NAMES`` order (see
-            :mod:`datamodules.parameters`); values are clipped to their ranges.
+            :mod:`core.vocabulary`); values are clipped to their ranges.
         size: output height and width in pixels (any size ≥ 16).
 
     Returns:

@@ -3,13 +3,7 @@
 Every pair is a pure function of ``(seed, split, index)``, so validation and test are deterministic and
 any worker renders the same sample. Training and held-out identities are disjoint.
 
-Batch keys (``B`` pairs, images ``B×3×H×W`` float in ``[0, 1]``):
-    ``source``, ``driving``, ``target`` (what the animator should output: the driving frame in ``self``
-    mode; the source character in the driving pose in ``cross`` mode), ``source_params``/``driving_params``
-    (``B×P`` raw standard parameters), ``driving_param_mask`` (``B×P`` bool, all true: a puppet has every
-    parameter), ``identity``/``driving_identity`` (``B`` int64), ``source_regions``/``driving_regions``
-    (``B×H×W`` int64 region index, see :data:`datamodules.puppet.REGIONS`) and
-    ``source_keypoints``/``driving_keypoints`` (``B×K×2`` pixels, see :data:`datamodules.puppet.KEYPOINT_NAMES`).
+Batches: :class:`core.batch.PairBatch`, every key present (a puppet has every parameter, region and keypoint).
 """
 
 from __future__ import annotations
@@ -19,11 +13,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from core.batch import PairMode
+from core.vocabulary import default_parameters
 from datamodules.augmentation import PairAugmentation
 from datamodules.live2d.trajectories import random_trajectory
-from datamodules.pair_datamodule import PairDataModule, PairMode
-from datamodules.parameters import default_parameters
-from datamodules.protocols import EvaluationClip, Protocol, Split
+from datamodules.pair_datamodule import PairDataModule
+from datamodules.protocols import EvaluationClip, Split
 from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
 
 HELD_OUT_OFFSET = 1_000_000  # identity seeds of held-out characters start here
@@ -149,15 +144,13 @@ class PuppetDataModule(PairDataModule):
         test_mode: PairMode = "cross",
         seed: int = 0,
         augmentation: PairAugmentation | None = None,
-        test_protocols: list[Protocol] | None = None,
+        test_protocols: list[PairMode] | None = None,
         test_clips: int = 4,
         test_clip_frames: int = 30,
     ) -> None:
         super().__init__()
-        self.set_loader_settings(image_size, batch_size, num_workers)
         self.save_hyperparameters(ignore=["augmentation"])
-        self.augmentation = augmentation
-        self.test_protocols, self.test_clips, self.test_clip_frames = test_protocols, test_clips, test_clip_frames
+        self.keep_settings(image_size, batch_size, num_workers, augmentation, test_protocols, test_clips, test_clip_frames)
         train = list(range(train_identities))
         held_out = held_out_list(held_out_identities)
         self._evaluation_identities = {"train": train[:test_clips], "held_out": held_out[:test_clips]}

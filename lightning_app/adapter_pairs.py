@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 
-from datamodules.face_landmarks import FEATURE_DIM, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
-from datamodules.live2d.clips import ClipError, ClipInfo, composite, open_arrays, read_clip
+from core.errors import UserFacingError
+from core.files import atomic_write_bytes
+from core.frames import composite, open_frames
+from core.vocabulary import FEATURE_DIM, PARAMETER_NAMES
+from datamodules.face_landmarks import FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
+from datamodules.live2d.clips import ClipError, ClipInfo, open_arrays, read_clip
 from datamodules.live2d.render_process import render_clip, render_pool
-from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.files import atomic_write_bytes
-from lightning_app.frames import open_frames
 from modules.animator_module import AnimatorModule
-from modules.errors import UserFacingError
 
 FEATURES_FILE = "mediapipe_features.npy"
 FACES_FILE = "faces.npz"
@@ -96,7 +96,7 @@ def clip_targets(animator: AnimatorModule, clip: ClipInfo) -> torch.Tensor:
     frames = torch.from_numpy(np.asarray(open_arrays(clip)["frames"], np.float32) / 255.0).permute(0, 3, 1, 2)
     rgb = frames[:, :3] + (1.0 - frames[:, 3:])
     rgb = F.interpolate(rgb, size=(animator.image_size, animator.image_size), mode="area")
-    return torch.cat([animator.descriptor(chunk).vector for chunk in rgb.split(32)])
+    return torch.cat([animator.describe(chunk).vector for chunk in rgb.split(32)])
 
 
 def live2d_pairs(animator: AnimatorModule, clips: list[ClipInfo], tracker: FaceTracker, detect_size: int = 256) -> list[PairSequence]:

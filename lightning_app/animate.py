@@ -31,15 +31,15 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from core.errors import UserFacingError, exit_on_user_error
+from core.files import atomic_video, check_folder_path
+from core.frames import composite, open_frames
+from core.vocabulary import default_parameters
 from datamodules.face_landmarks import FaceObservation, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
-from datamodules.parameters import default_parameters
 from lightning_app.checkpoints import load_animator
-from lightning_app.files import atomic_video, check_folder_path
-from lightning_app.frames import open_frames
 from modules.animator_module import AnimatorModule
-from modules.descriptors.base import Motion, movement_scale
+from modules.descriptors.base import Motion
 from modules.descriptors.rig import normalise_rig_parameters
-from modules.errors import UserFacingError, exit_on_user_error
 
 
 SMALL_PORTRAIT = 0.25  # a portrait's shorter side below this fraction of the model size is warned about
@@ -57,8 +57,7 @@ def read_portrait(path: Path, size: int) -> torch.Tensor:
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
-        alpha = image[..., 3:].astype(np.float32) / 255.0
-        image = (image[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        image = composite(image, (255, 255, 255), premultiplied=False)
     return to_tensor(square(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size))
 
 
@@ -120,7 +119,7 @@ class HumanMotion:
                     self.neutral_faces.append(measures)
                 params = parameters_from_measures(measures, neutral_measures(self.neutral_faces))
                 self.last_vector = normalise_rig_parameters(torch.from_numpy(params))[None]
-            return None if self.last_vector is None else self.animator.descriptor.motion_from_vector(self.last_vector)
+            return None if self.last_vector is None else self.animator.motion_from_vector(self.last_vector)
         if face is not None:
             self.window.append(landmark_features(face))
         if not self.window:
@@ -128,14 +127,14 @@ class HumanMotion:
         vector = self.adapter(torch.from_numpy(np.stack(list(self.window)))[None])[:, -1]
         if face is not None and len(self.calibration) < self.neutral_frames:
             self.calibration.append(vector)
-        return self.animator.descriptor.motion_from_vector(vector)
+        return self.animator.motion_from_vector(vector)
 
     def reference(self) -> Motion:
         """The neutral pose: the median adapter output over the calibration frames seen so far; for the geometric
         reading the neutral parameters (the measures are already relative to the median face)."""
         if self.geometric:
-            return self.animator.descriptor.motion_from_vector(normalise_rig_parameters(torch.from_numpy(default_parameters()))[None])
-        return self.animator.descriptor.motion_from_vector(torch.cat(self.calibration).median(0).values[None])
+            return self.animator.motion_from_vector(normalise_rig_parameters(torch.from_numpy(default_parameters()))[None])
+        return self.animator.motion_from_vector(torch.cat(self.calibration).median(0).values[None])
 
 
 class Animation:
@@ -151,23 +150,21 @@ class Animation:
     """
 
     def __init__(self, animator: AnimatorModule, portrait: torch.Tensor, human: HumanMotion | None, relative: bool) -> None:
-        self.animator, self.portrait, self.human, self.relative = animator, portrait, human, relative
+        self.animator, self.human, self.relative = animator, human, relative
         with torch.no_grad():
-            self.portrait_motion = animator.descriptor(portrait)
+            self.portrait = animator.prepare(portrait)
         self.first: Motion | None = None
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         """The animated portrait (``S×S×3`` uint8) for a driving frame ``H×W×3``; ``None`` until motion is known."""
-        size = self.portrait.shape[-1]
-        motion = self.human(rgb) if self.human else self.animator.descriptor(to_tensor(square(rgb, size)))
+        size = self.portrait.image.shape[-1]
+        motion = self.human(rgb) if self.human else self.animator.describe(to_tensor(square(rgb, size)))
         if motion is None:
             return None
         self.first = self.first or motion
         reference = self.human.reference() if self.human else self.first
-        scale = movement_scale(self.portrait_motion, reference) if self.animator.adapt_movement_scale else None
-        driving = self.portrait_motion.relative(motion, reference, scale) if self.relative else motion
-        result = self.animator.backbone(self.portrait, self.portrait_motion, driving).clamp(0, 1)
+        result = self.animator.animate_motion(self.portrait, motion, reference if self.relative else None)
         return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 

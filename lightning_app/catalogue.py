@@ -13,7 +13,8 @@ Generated, never hand-edited. One section per checkpoint found below the given f
   (``quality.json`` beside a benchmark's checkpoint: steps, frames/s and the mean scores).
 
 Checkpoints are read with ``weights_only=True``, so listing them runs no code from them; one that holds pickled
-objects (an adapter checkpoint written by ``train_adapter``) is listed with its hash and that reason.
+objects (an adapter checkpoint that ``train_adapter`` wrote before checkpoints were plain data) is listed with its
+hash and that reason.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_app.checkpoints import flatten_config, load_plain_checkpoint
-from lightning_app.files import atomic_write_text
-from modules.errors import CheckpointError, UserFacingError, exit_on_user_error
+from core.checkpoint_files import load_plain_checkpoint
+from core.errors import CheckpointError, UserFacingError, exit_on_user_error
+from core.files import atomic_write_text
+from lightning_app.checkpoints import flatten_config
 
 MODEL_KEYS = ("descriptor", "backbone", "adapter", "losses", "optimizer", "motion_loss", "reconstruction_beta", "teacher_forcing",
               "adapt_movement_scale")

@@ -1,18 +1,20 @@
-"""Checkpoint files: atomic saving, and checks that turn a bad file into a clear error before torch reads it."""
+"""Animator checkpoints: atomic saving (Lightning's checkpoint plugin), loading and saving an animator, and comparing a
+checkpoint's settings with the ones asked for. Reading files safely: :mod:`core.checkpoint_files`."""
 
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_app.files import atomic_open
-from modules.errors import CheckpointError
+from core.checkpoint_files import expect_checkpoint_kind, load_plain_checkpoint, verify_checkpoint
+from core.errors import CheckpointError, exit_on_user_error
+from core.files import atomic_open
 
 if TYPE_CHECKING:
     from modules.animator_module import AnimatorModule
@@ -29,86 +31,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
         with atomic_open(path, "wb") as handle:
             torch.save(checkpoint, handle)
-
-
-def verify_checkpoint(path: str | Path) -> Path:
-    """Check that ``path`` is a complete, uncorrupted torch checkpoint archive without unpickling it.
-
-    Reads the zip directory and the CRC of every member, so a truncated or bit-flipped file is caught.
-
-    Raises:
-        CheckpointError: naming the file and what is wrong with it.
-    """
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise CheckpointError(f"checkpoint {str(file)!r} does not exist")
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint {str(file)!r} is not a file")
-    if file.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {str(file)!r} is empty (0 bytes)")
-    if not zipfile.is_zipfile(file):
-        raise CheckpointError(
-            f"checkpoint {str(file)!r} is truncated or not a torch checkpoint (no complete zip archive; "
-            f"{file.stat().st_size} bytes) — was it copied or written only in part?"
-        )
-    try:
-        with zipfile.ZipFile(file) as archive:
-            bad = archive.testzip()
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CheckpointError(f"checkpoint {str(file)!r} is corrupt: {exc}") from exc
-    if bad is not None:
-        raise CheckpointError(f"checkpoint {str(file)!r} is corrupt: member {bad!r} fails its CRC check")
-    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
-        raise CheckpointError(f"checkpoint {str(file)!r} is a zip archive but not a torch checkpoint (no data.pkl)")
-    return file
-
-
-def load_plain_checkpoint(path: str | Path, role: str = "checkpoint") -> dict[str, Any]:
-    """A checkpoint written by ``cli.py fit``, read with ``weights_only=True`` so that nothing in it is executed.
-
-    Raises:
-        CheckpointError: naming ``role`` (the option it came from), when the file holds pickled objects (e.g. written
-            by :func:`save_animator`) or is not readable.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for files it will not read as data
-        raise CheckpointError(f"{role} {str(path)!r} holds more than plain data ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:120]}); give one written by cli.py fit") from exc
-
-
-def read_hyperparameters(path: str | Path) -> dict[str, Any]:
-    """The ``hyper_parameters`` a CLI run stored in its checkpoint (plain data: ``class_path``/``init_args``);
-    ``{}`` when it has none. Raises :class:`CheckpointError` as :func:`load_plain_checkpoint`."""
-    hparams = dict(load_plain_checkpoint(path).get("hyper_parameters") or {})
-    hparams.pop("_instantiator", None)
-    return hparams
-
-
-CHECKPOINT_KINDS = {"animator": "descriptor", "evaluator": "encoder"}
-"""Each kind of checkpoint this project writes, by a hyper-parameter only that kind has."""
-
-
-def checkpoint_kind(hparams: Mapping[str, Any]) -> str | None:
-    """``"animator"``, ``"evaluator"`` or ``None`` (neither) for a checkpoint's hyper-parameters."""
-    return next((kind for kind, key in CHECKPOINT_KINDS.items() if key in hparams), None)
-
-
-def expect_checkpoint_kind(path: str | Path, expected: str, role: str) -> None:
-    """Stop early when ``path`` (checked, given as ``role``, e.g. ``"--checkpoint"``) is another kind of checkpoint
-    than ``expected``; files that are not plain data (older formats) are left for the loader to judge.
-
-    Raises:
-        CheckpointError: naming both kinds.
-    """
-    verify_checkpoint(path)
-    try:
-        kind = checkpoint_kind(read_hyperparameters(path))
-    except CheckpointError:
-        return
-    if kind is not None and kind != expected:
-        raise CheckpointError(f"{role} {str(path)!r} is an {kind} checkpoint; an {expected} checkpoint is needed here")
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -139,36 +61,106 @@ def hyperparameter_differences(checkpoint: Mapping[str, Any], requested: Mapping
     return {key: values for key, values in differing.items() if not any(key.startswith(c) and not key.endswith("class_path") for c in classes)}
 
 
-def find_last_checkpoint(root: str | Path) -> Path | None:
-    """The most recently written ``last*.ckpt`` below ``root`` (a logger's root folder), or ``None``."""
-    candidates = [p for p in Path(root).glob("**/checkpoints/last*.ckpt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+def plain_data(value: Any, key: str = "hyper_parameters") -> str | None:
+    """The key of the first value in ``value`` that is not plain data (what ``weights_only`` loading refuses: a
+    module, a class, any other object), or ``None`` when all of it is."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    if isinstance(value, Mapping):
+        return next((bad for k, v in value.items() if (bad := plain_data(v, f"{key}.{k}"))), None)
+    if isinstance(value, (list, tuple)):
+        return next((bad for i, v in enumerate(value) if (bad := plain_data(v, f"{key}[{i}]"))), None)
+    return f"{key} ({type(value).__name__})"
 
 
 def load_animator(path: str | Path) -> AnimatorModule:
-    """A trained AnimatorModule from its checkpoint, on the CPU.
+    """A trained AnimatorModule from its checkpoint, on the CPU, read with ``weights_only=True`` (nothing in the file
+    runs): the descriptor, backbone and adapter are rebuilt from their ``class_path``/``init_args``.
 
     Raises:
-        CheckpointError: the file is damaged, it is not an AnimatorModule checkpoint (e.g. an evaluator's), or its
+        CheckpointError: the file is damaged, it is not an AnimatorModule checkpoint (e.g. an evaluator's), it holds
+            pickled objects (an adapter checkpoint of an older version: the message says how to convert it), or its
             weights are not finite.
     """
     from modules.animator_module import AnimatorModule
 
     expect_checkpoint_kind(path, "animator", "checkpoint")
     try:
-        return AnimatorModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)  # hparams hold the descriptor objects
+        hparams = dict(load_plain_checkpoint(path).get("hyper_parameters") or {})
+    except CheckpointError as exc:
+        raise CheckpointError(f"{str(path)!r} holds pickled objects (an animator with an adapter saved by an older version?); "
+                              f"convert it once, if you trust the file: python -m lightning_app.checkpoints {path} NEW.ckpt") from exc
+    instantiator = hparams.pop("_instantiator", None)
+    if instantiator is None:
+        raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint of cli.py fit or save_animator (no class_path/init_args to rebuild it from)")
+    try:
+        # The loaded module keeps the file's plain hyper-parameters (not the objects built from them), as a module built
+        # by cli.py does, so that save_animator can write it back as plain data: Lightning's CLI uses this context too.
+        with _given_hyperparameters_context(hparams=hparams, instantiator=instantiator):
+            return AnimatorModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except CheckpointError as exc:
         raise CheckpointError(f"{str(path)!r}: {exc}") from exc
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
 def save_animator(module: AnimatorModule, path: str | Path) -> None:
-    """Write ``module`` (including its current adapter) as a checkpoint that :func:`load_animator` and Lightning's
-    ``load_from_checkpoint`` read back; atomically."""
+    """Write ``module`` (including its current adapter, as ``class_path``/``init_args``) as a checkpoint that
+    :func:`load_animator` and Lightning's ``load_from_checkpoint`` read back with ``weights_only=True``; atomically.
+
+    Raises:
+        CheckpointError: the module's hyper-parameters hold objects (a module built in code, not by ``cli.py``).
+    """
     import lightning
 
-    module.hparams["adapter"] = module.adapter
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": lightning.__version__}
+    hparams = {**module.hparams, "adapter": module.adapter.config() if module.adapter is not None else None}
+    bad = plain_data({k: v for k, v in hparams.items() if k != "_instantiator"})
+    if bad or "_instantiator" not in hparams:
+        raise CheckpointError(f"cannot save this animator as plain data: {bad or 'it was not built from a config'}; "
+                              "build it with cli.py (or load_animator) so that its parts are class_path/init_args")
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": lightning.__version__}
     with atomic_open(path, "wb") as handle:
         torch.save(checkpoint, handle)
+
+
+def convert_checkpoint(old: str | Path, new: str | Path) -> None:
+    """Rewrite an animator checkpoint whose adapter was pickled (``save_animator`` before checkpoints were plain data)
+    with the adapter as ``class_path``/``init_args``. Unpickling ``old`` runs the code it holds: only for trusted files.
+
+    Raises:
+        CheckpointError: ``old`` is damaged or holds other objects than an adapter.
+    """
+    verify_checkpoint(old)
+    checkpoint = torch.load(old, map_location="cpu", weights_only=False)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    adapter = hparams.get("adapter")
+    if isinstance(adapter, torch.nn.Module):
+        if not hasattr(adapter, "config"):
+            raise CheckpointError(f"{str(old)!r}: its adapter is a {type(adapter).__name__}, which has no plain-data form")
+        hparams["adapter"] = adapter.config()
+    bad = plain_data({k: v for k, v in hparams.items() if k != "_instantiator"})
+    if bad:
+        raise CheckpointError(f"{str(old)!r}: {bad} is not plain data and has no converter; retrain with cli.py fit")
+    checkpoint["hyper_parameters"] = hparams
+    with atomic_open(new, "wb") as handle:
+        torch.save(checkpoint, handle)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Convert an animator checkpoint with a pickled adapter (older versions) into "
+                                     "one that loads with weights_only=True. Unpickling runs the file's code: only for trusted files.")
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        if args.new.resolve() == args.old.resolve():
+            raise CheckpointError("give the converted checkpoint another name than the old one")
+        convert_checkpoint(args.old, args.new)
+        load_animator(args.new)
+    print(f"wrote {args.new}")
+
+
+if __name__ == "__main__":
+    main()

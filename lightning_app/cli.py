@@ -33,14 +33,14 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.run_progress import RunProgress
+from core.checkpoint_files import checkpoint_kind, find_last_checkpoint, load_plain_checkpoint, read_hyperparameters, verify_checkpoint
+from core.errors import CheckpointError, UserFacingError, exit_on_user_error
+from core.files import atomic_write_text, check_folder_path
+from core.run_folder import point_latest, run_folder
 from datamodules.pair_datamodule import PairDataModule
-from lightning_app.checkpoints import (checkpoint_kind, find_last_checkpoint, hyperparameter_differences, load_plain_checkpoint,
-                                      read_hyperparameters, verify_checkpoint)
-from lightning_app.files import atomic_write_text, check_folder_path
+from lightning_app.checkpoints import hyperparameter_differences
 from lightning_app.quiet import quiet_libraries
-from lightning_app.run_folder import point_latest, run_folder
 from modules.animator_module import AnimatorModule
-from modules.errors import CheckpointError, UserFacingError, exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIGS = [str(CONFIG_DIR / "trainer" / "default.yaml"), str(CONFIG_DIR / "data" / "puppet.yaml")]
@@ -63,7 +63,7 @@ def data_label(data: Any) -> str:
 
 
 class RunConfig(SaveConfigCallback):
-    """The resolved config as ``config.yaml`` in the run folder (:func:`~lightning_app.run_folder.run_folder`);
+    """The resolved config as ``config.yaml`` in the run folder (:func:`~core.run_folder.run_folder`);
     ``fit`` also points ``latest`` at its run folder. ``validate``/``test``/``predict`` of a checkpoint run in
     ``<run>/<stage>/`` (see :meth:`ProjectCLI._log_into_run_folder`), where each replaces the last one's files."""
 

@@ -31,12 +31,12 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.errors import UserFacingError, exit_on_user_error
+from core.files import atomic_write_text
+from core.vocabulary import PARAMETER_NAMES
 from datamodules.pair_datamodule import PairDataModule
-from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.checkpoints import load_animator
-from lightning_app.files import atomic_write_text
 from modules.descriptors.base import MotionDescriptor
-from modules.errors import UserFacingError, exit_on_user_error
 from modules.probes import centre_by_group, identity_leakage, ridge_probe
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.errors import UserFacingError, exit_on_user_error
+from core.frames import open_frames
+from core.vocabulary import PARAMETER_NAMES
 from datamodules.live2d.clips import ClipInfo, write_clip
-from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.frames import open_frames
-from modules.errors import UserFacingError, exit_on_user_error
 
 def read_frames(source: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
     """RGB frames (``H×W×3`` uint8) and the frame rate of a video file or a folder of images (30 fps assumed)."""

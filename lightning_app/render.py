@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from datamodules.live2d.clips import ClipInfo, composite, index_clips, open_arrays
+from core.errors import UserFacingError, exit_on_user_error
+from core.files import atomic_write_png, atomic_write_text, check_folder_path
+from core.frames import composite
+from core.vocabulary import PARAMETER_NAMES
+from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
 from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip, render_pool
-from datamodules.parameters import PARAMETER_NAMES
-from lightning_app.files import atomic_write_png, atomic_write_text, check_folder_path
-from modules.errors import UserFacingError, exit_on_user_error
 
 REPLAY_SEED_BASE = 1_000_000
 MAX_ATTEMPTS = 2  # a model that failed this often is left out of reruns unless --retry-failed

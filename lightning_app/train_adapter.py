@@ -39,16 +39,16 @@ from rich.progress import track
 from rich.table import Table
 from torch import Tensor
 
+from core.errors import UserFacingError, exit_on_user_error
+from core.vocabulary import PARAMETER_INDEX, parameters_in_unit_interval
 from datamodules.face_landmarks import FaceTracker
 from datamodules.live2d.clips import index_clips
 from datamodules.live2d_datamodule import DEFAULT_HELD_OUT
-from datamodules.parameters import PARAMETER_INDEX, normalize_parameters
 from lightning_app.adapter_pairs import PairSequence, human_pairs, live2d_pairs
 from lightning_app.checkpoints import load_animator, save_animator
 from lightning_app.render import find_models
 from modules.adapter import LandmarkAdapter
 from modules.adapter_losses import CycleMaps, info_nce
-from modules.errors import UserFacingError, exit_on_user_error
 
 COMPARED = ("ParamAngleX", "ParamAngleY", "ParamAngleZ", "ParamEyeLOpen", "ParamEyeROpen", "ParamMouthOpenY")
 
@@ -62,7 +62,7 @@ def windows(sequence: PairSequence, window: int) -> tuple[Tensor, Tensor, Tensor
         return (torch.zeros(0, window, sequence.features.shape[1]), torch.zeros(0, sequence.targets.shape[1]),
                 torch.zeros(0, sequence.parameters.shape[1]))
     inputs = torch.stack([sequence.features[t - window + 1 : t + 1] for t in ends])
-    parameters = torch.from_numpy(normalize_parameters(sequence.parameters[ends].numpy()))
+    parameters = torch.from_numpy(parameters_in_unit_interval(sequence.parameters[ends].numpy()))
     return inputs, sequence.targets[ends], parameters
 
 

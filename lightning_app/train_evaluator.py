@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from lightning_app.cli import CONFIG_DIR, SUBCOMMANDS, ProjectCLI
-from modules.errors import exit_on_user_error
+from core.errors import exit_on_user_error
+from lightning_app.cli import CONFIG_DIR, ProjectCLI, SUBCOMMANDS
 from modules.evaluator import EvaluatorModule
 
 DEFAULT_CONFIGS = [str(CONFIG_DIR / "data" / "puppet.yaml")]

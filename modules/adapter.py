@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules.face_landmarks import FEATURE_DIM
+from core.vocabulary import FEATURE_DIM
 
 
 class LandmarkAdapter(nn.Module):
@@ -43,6 +43,14 @@ class LandmarkAdapter(nn.Module):
         self.register_buffer("input_std", torch.ones(input_dim))
         self.register_buffer("mean", torch.zeros(output_dim))
         self.register_buffer("std", torch.ones(output_dim))
+
+    def config(self) -> dict:
+        """This adapter as plain data (``class_path``/``init_args``), read off its layers, for checkpoints that load
+        with ``torch.load(weights_only=True)``."""
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                "init_args": {"output_dim": self.body[-1].out_features, "input_dim": self.input.in_channels,
+                              "hidden": self.input.out_channels, "temporal_window": self.temporal_window,
+                              "dropout": self.body[1].p}}
 
     @torch.no_grad()
     def set_statistics(self, features: Tensor, targets: Tensor) -> None:

@@ -14,10 +14,18 @@ cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation
 animated twice: ``cross_absolute`` (the driver's motion as is) and ``cross_relative`` (the driver's change since
 its first frame applied to the portrait; with ``adapt_movement_scale`` its keypoint movement is scaled to the
 portrait's face size); test steps return the predictions for evaluation callbacks.
+
+Inference, the one API commands, benchmarks and export use (a stream of driving frames, portrait read once)::
+
+    portrait = animator.prepare(image)                                 # 1×3×H×W in [0, 1]
+    frame    = animator.animate_frame(portrait, driving_frame)         # absolute
+    frame    = animator.animate_frame(portrait, driving_frame, first)  # relative to a reference Motion
+    frame    = animator.animate_motion(portrait, animator.motion_from_vector(vector), reference)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -28,10 +36,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from datamodules.puppet import EXPRESSION_REGIONS
+from core.errors import CheckpointError, NonFiniteError, UserFacingError
+from core.vocabulary import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
 from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
-from modules.errors import CheckpointError, NonFiniteError, UserFacingError
 from modules.losses import (
     LossWeights,
     MotionLossKind,
@@ -45,6 +53,19 @@ from modules.losses import (
 )
 
 NonFinitePolicy = Literal["stop", "skip"]
+
+
+@dataclass(frozen=True)
+class PreparedPortrait:
+    """A portrait ready to animate (:meth:`AnimatorModule.prepare`).
+
+    Attributes:
+        image: ``B×3×H×W`` in ``[0, 1]``.
+        motion: the descriptor's reading of ``image``.
+    """
+
+    image: Tensor
+    motion: Motion
 
 
 def non_finite_entries(tensors: dict[str, Any]) -> list[str]:
@@ -263,17 +284,51 @@ class AnimatorModule(LightningModule):
                                   "saved from a run that diverged; use an earlier checkpoint")
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
 
-    def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None) -> dict[str, Tensor]:
-        """Clamped predictions ``B×3×H×W``: ``absolute`` and, given the driver's first frame, ``relative``."""
+    def prepare(self, portrait: Tensor) -> PreparedPortrait:
+        """A portrait ``B×3×H×W`` in ``[0, 1]`` with the descriptor's reading of it, computed once for a stream of
+        driving frames (:meth:`animate_frame`, :meth:`animate_motion`)."""
+        return PreparedPortrait(portrait, self.describe(portrait))
+
+    def motion_from_vector(self, vector: Tensor) -> Motion:
+        """The motion of a descriptor vector ``B×D`` from elsewhere (the adapter's output for a human face, rig
+        parameters read geometrically): ``ValueError`` for descriptors a vector alone cannot drive."""
+        return self.descriptor.motion_from_vector(vector)
+
+    def animate_motion(self, portrait: PreparedPortrait, motion: Motion, reference: Motion | None = None,
+                       scale_movement: bool | None = None) -> Tensor:
+        """The portrait in the pose of ``motion``, clamped, ``B×3×H×W`` in ``[0, 1]``.
+
+        Args:
+            portrait: from :meth:`prepare`.
+            motion: the driver's motion (``B`` items, or 1 for every portrait).
+            reference: absolute transfer when ``None``; else relative: the driver's change since ``reference``
+                (its neutral pose: a clip's first frame, a human's rest pose) applied to the portrait's motion.
+            scale_movement: relative transfer scales the change to the portrait's keypoint spread (FOMM's
+                ``adapt_movement_scale``); ``None`` takes the module's ``adapt_movement_scale``.
+        """
+        if reference is not None:
+            scale_movement = self.adapt_movement_scale if scale_movement is None else scale_movement
+            scale = movement_scale(portrait.motion, reference) if scale_movement else None
+            motion = portrait.motion.relative(motion, reference, scale)
+        return self.backbone(portrait.image, portrait.motion, motion).clamp(0.0, 1.0)
+
+    def animate_frame(self, portrait: PreparedPortrait, driving: Tensor, reference: Motion | None = None,
+                      scale_movement: bool | None = None) -> Tensor:
+        """The portrait in the pose of the driving frame ``B×3×H×W`` (read by the descriptor); arguments as
+        :meth:`animate_motion`."""
+        return self.animate_motion(portrait, self.describe(driving), reference, scale_movement)
+
+    def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None,
+                scale_movement: bool | None = None) -> dict[str, Tensor]:
+        """A batch of pairs (every frame described in one pass): clamped predictions ``B×3×H×W``, ``absolute``
+        and, given the driver's first frame, ``relative`` (see :meth:`animate_motion`)."""
         frames = [source, driving] + ([driving_first] if driving_first is not None else [])
         motion = self.describe(torch.cat(frames))
         size = source.shape[0]
-        m_src, m_drv = motion[:size], motion[size : 2 * size]
-        predictions = {"absolute": self.backbone(source, m_src, m_drv).clamp(0.0, 1.0)}
+        portrait, driving_motion = PreparedPortrait(source, motion[:size]), motion[size : 2 * size]
+        predictions = {"absolute": self.animate_motion(portrait, driving_motion)}
         if driving_first is not None:
-            m_first = motion[2 * size :]
-            scale = movement_scale(m_src, m_first) if self.adapt_movement_scale else None
-            predictions["relative"] = self.backbone(source, m_src, m_src.relative(m_drv, m_first, scale)).clamp(0.0, 1.0)
+            predictions["relative"] = self.animate_motion(portrait, driving_motion, motion[2 * size :], scale_movement)
         return predictions
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:

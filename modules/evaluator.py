@@ -21,8 +21,7 @@ from lightning import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from datamodules.parameters import PARAMETER_NAMES, default_parameters, parameter_bounds
-from datamodules.puppet import KEYPOINT_NAMES
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_NAMES, default_parameters, parameter_bounds
 from modules.pretrained import InputNormalisation, create_pretrained_timm_model
 
 
@@ -84,13 +83,13 @@ class EvaluatorModule(LightningModule):
         self.normalise = InputNormalisation.for_model(self.encoder)
         self._optimizer_factory = optimizer
 
-    def normalise_parameters(self, params: Tensor) -> Tensor:
+    def parameters_from_default(self, params: Tensor) -> Tensor:
         """Raw standard parameters ``B×P`` → units of each parameter's range, 0 at its default."""
         return (params - self.param_default) / self.param_span
 
     def forward(self, frames: Tensor) -> dict[str, Tensor]:
         """For frames ``B×3×H×W`` in ``[0, 1]``: ``keypoints`` ``B×K×2`` in pixels of the input frames,
-        ``parameters`` ``B×P`` normalised (see :meth:`normalise_parameters`), ``identity`` ``B×E`` unit vectors."""
+        ``parameters`` ``B×P`` in units of each range from the default (see :meth:`parameters_from_default`), ``identity`` ``B×E`` unit vectors."""
         size = frames.shape[-1]
         x = F.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
         mid, deep = self.encoder(self.normalise(x))
@@ -110,7 +109,7 @@ class EvaluatorModule(LightningModule):
         frames, keypoints, params, identities = self._frames(batch)
         out = self(frames)
         size = frames.shape[-1]
-        target = self.normalise_parameters(params)
+        target = self.parameters_from_default(params)
         known = ~target.isnan()
         return {
             "keypoints": F.smooth_l1_loss(out["keypoints"] / size, keypoints / size, beta=0.01),
@@ -130,7 +129,7 @@ class EvaluatorModule(LightningModule):
         the identity embedding's same-vs-other cosine gap."""
         frames, keypoints, params, identities = self._frames(batch)
         out = self(frames)
-        target = self.normalise_parameters(params)
+        target = self.parameters_from_default(params)
         known = ~target.isnan()
         same = (identities[:, None] == identities[None, :]).float() - torch.eye(len(identities), device=frames.device)
         cosine = out["identity"] @ out["identity"].T

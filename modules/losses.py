@@ -16,9 +16,9 @@ from kornia.filters import gaussian_blur2d
 from kornia.losses import total_variation
 from torch import Tensor, nn
 
-from datamodules.puppet import REGIONS
+from core.errors import PretrainedWeightsError
+from core.vocabulary import REGIONS
 from modules.descriptors.base import Motion
-from modules.errors import PretrainedWeightsError
 from modules.pretrained import InputNormalisation
 
 MotionLossKind = Literal["descriptor_delta", "rgb_residual"]

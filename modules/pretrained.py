@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from modules.errors import PretrainedWeightsError
+from core.errors import PretrainedWeightsError
 
 
 def create_pretrained_timm_model(name: str, pretrained: bool, weights_path: str | None, **kwargs: Any) -> nn.Module:
@@ -62,7 +62,7 @@ def load_descriptor_weights(descriptor: nn.Module, path: str) -> None:
     if not file.is_file():
         raise PretrainedWeightsError(f"descriptor checkpoint {str(file)!r} does not exist")
     try:
-        content = torch.load(file, map_location="cpu", weights_only=False)  # Lightning checkpoints hold hparams objects
+        content = torch.load(file, map_location="cpu", weights_only=True)  # checkpoints are plain data; nothing in them runs
     except Exception as exc:
         raise PretrainedWeightsError(f"descriptor checkpoint {str(file)!r} is not readable: {exc}") from exc
     state = content.get("state_dict", content) if isinstance(content, dict) else None

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, write_clip
+from core.vocabulary import PARAMETER_NAMES
+from datamodules.live2d.clips import ClipInfo, GROUND_TRUTH, write_clip
 from datamodules.live2d.trajectories import random_trajectory
-from datamodules.parameters import PARAMETER_NAMES
 from datamodules.puppet import PuppetIdentity, render_puppet
 from lightning_app.cli import AnimatorCLI
 

@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_args
-from datamodules.face_landmarks import (FEATURE_DIM, LEFT_EYE, RIGHT_EYE, FaceTracker, face_measures, geometric_parameters, landmark_features,
+from core.vocabulary import FEATURE_DIM, PARAMETER_INDEX, default_parameters, parameters_from_mapping
+from datamodules.face_landmarks import (LEFT_EYE, RIGHT_EYE, FaceTracker, face_measures, geometric_parameters, landmark_features,
                                         neutral_measures, normalised_landmarks, parameters_from_measures)
-from datamodules.parameters import PARAMETER_INDEX, default_parameters, parameters_from_mapping
-from lightning_app.animate import animate
-from lightning_app.animate import main as animate_main
+from lightning_app.animate import animate, main as animate_main
 from lightning_app.render import render_dataset
-from lightning_app.train_adapter import train_adapter
-from lightning_app.train_adapter import main as train_adapter_main
+from lightning_app.train_adapter import main as train_adapter_main, train_adapter
 from modules.adapter_losses import CycleMaps
 from test_live2d import MODELS, SHARED, model, needs_models
 
@@ -73,7 +71,7 @@ def test_face_features_of_a_human_video():
 @needs_models
 def test_geometric_parameters_follow_the_rig_on_live2d_renders():
     from datamodules.live2d.render_process import render_in_subprocess
-    from datamodules.live2d.clips import composite
+    from core.frames import composite
 
     poses = np.stack([default_parameters(), parameters_from_mapping({"ParamAngleX": 25.0}), parameters_from_mapping({"ParamAngleX": -25.0}),
                       parameters_from_mapping({"ParamEyeLOpen": 0.0, "ParamEyeROpen": 0.0})])

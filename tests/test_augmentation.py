@@ -5,10 +5,9 @@ from pathlib import Path
 import torch
 
 from conftest import metric_by_step, run_cli, tiny_args
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS
 from datamodules import PuppetPairs
 from datamodules.augmentation import PairAugmentation
-from datamodules.parameters import PARAMETER_INDEX
-from datamodules.puppet import KEYPOINT_NAMES, REGIONS
 
 
 def batch(size: int = 48):

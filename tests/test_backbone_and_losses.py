@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from core.errors import PretrainedWeightsError
 from modules.backbones import FiLMUNet
 from modules.descriptors import KeypointDescriptor, Motion, MotionSpec
-from modules.errors import PretrainedWeightsError
 from modules.losses import LossWeights, PerceptualLoss, descriptor_delta_loss, residual_tv_loss, rgb_residual_motion_loss
 
 

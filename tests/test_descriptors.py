@@ -6,10 +6,10 @@ import pytest
 
 from kornia.geometry.subpix import spatial_expectation2d
 
+from core.errors import PretrainedWeightsError
 from datamodules.puppet_datamodule import PuppetPairs
 from modules.descriptors import KeypointDescriptor, ViTDescriptor
 from modules.descriptors.equivariance import RandomWarp
-from modules.errors import PretrainedWeightsError
 
 TINY_VIT = "vit_small_patch14_dinov2.lvd142m"
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
 
-from datamodules.parameters import PARAMETER_INDEX, default_parameters
-from datamodules.puppet import KEYPOINT_NAMES, REGIONS, PuppetIdentity, render_puppet
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS, default_parameters
+from datamodules.puppet import PuppetIdentity, render_puppet
 from modules.backbones import ExpressionPoseGenerator
 from modules.backbones.expression_pose import part_assignment_loss
 from modules.backbones.warping import sparse_motions

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.parameters import PARAMETER_INDEX, default_parameters
-from datamodules.puppet import EXPRESSION_REGIONS, HEAD_REGIONS, PuppetIdentity, render_puppet
+from core.vocabulary import EXPRESSION_REGIONS, HEAD_REGIONS, PARAMETER_INDEX, default_parameters
+from datamodules.puppet import PuppetIdentity, render_puppet
 from modules.backbones import ExpressionPoseGenerator, FiLMUNet
 from modules.descriptors import Motion, MotionSpec
 from modules.descriptors.rig import normalise_rig_parameters

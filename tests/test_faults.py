@@ -19,16 +19,16 @@ import torch
 
 from callbacks import EvaluationReport
 from conftest import ROOT, run_cli, run_cli_process, tiny_args, write_puppet_clips
+from core.errors import CheckpointError, NonFiniteError, UserFacingError
+from core.files import atomic_path, atomic_write_text
+from core.vocabulary import PARAMETER_NAMES
 from datamodules.face_landmarks import FaceTracker
 from datamodules.live2d.clips import ClipInfo, write_clip
-from datamodules.parameters import PARAMETER_NAMES
 from lightning_app.animate import read_portrait
 from lightning_app.checkpoints import load_animator, save_animator
 from lightning_app.cli import AnimatorCLI, main
-from lightning_app.files import atomic_path, atomic_write_text
 from lightning_app.import_video import main as import_main
 from lightning_app.render import main as render_main
-from modules.errors import CheckpointError, NonFiniteError, UserFacingError
 from test_live2d import MODELS, needs_models
 
 

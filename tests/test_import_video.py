@@ -7,8 +7,7 @@ import torch
 
 from datamodules.live2d.clips import index_clips
 from datamodules.live2d_datamodule import Live2DClipPairs
-from lightning_app.import_video import import_clip
-from lightning_app.import_video import main as import_main
+from lightning_app.import_video import import_clip, main as import_main
 
 
 def moving_square(frames: int = 12, size: tuple[int, int] = (96, 64)) -> list[np.ndarray]:

@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
-from datamodules.live2d.clips import composite
+from core.frames import composite
+from core.vocabulary import KEYPOINT_NAMES, REGIONS, default_parameters, parameters_from_mapping
 from datamodules.live2d.moc import Drawable
+from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import check_overrides, drawable_kind
-from datamodules.puppet import KEYPOINT_NAMES, REGIONS
 from datamodules.live2d.render_process import render_in_subprocess
-from datamodules.parameters import default_parameters, parameters_from_mapping
 
 SHARED = Path(os.environ.get("ANIME_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 MODELS = SHARED / "live2d"

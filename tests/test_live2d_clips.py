@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
+from core.vocabulary import PARAMETER_INDEX, default_parameters
 from datamodules import Live2DClipDataModule
 from datamodules.live2d.clips import ClipError, index_clips, read_clip
 from datamodules.live2d.trajectories import random_trajectory
-from datamodules.parameters import PARAMETER_INDEX, default_parameters
-from lightning_app.render import main as render_main
-from lightning_app.render import render_dataset
+from lightning_app.render import main as render_main, render_dataset
 from test_live2d import MODELS, needs_models
 
 CHARACTERS = ["Haru", "Mark", "Hiyori"]

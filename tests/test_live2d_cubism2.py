@@ -14,13 +14,13 @@ from conftest import ROOT, write_puppet_clips
 
 from datamodules import Live2DClipDataModule
 
-from datamodules.live2d.clips import composite, index_clips
+from core.frames import composite
+from core.vocabulary import REGIONS, default_parameters
+from datamodules.live2d.clips import index_clips
 from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
 from datamodules.live2d.regions import split_sides
 from datamodules.live2d.render_process import render_in_subprocess
 from datamodules.live2d_datamodule import DEFAULT_HELD_OUT
-from datamodules.parameters import default_parameters
-from datamodules.puppet import REGIONS
 from lightning_app.render import MAX_ATTEMPTS, render_dataset
 
 SHARED = Path(os.environ.get("ANIME_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))

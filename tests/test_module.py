@@ -5,11 +5,11 @@ from functools import partial
 import pytest
 import torch
 
+from core.errors import UserFacingError
 from datamodules import PuppetPairs
 from modules import AnimatorModule, LossWeights
 from modules.backbones import FiLMUNet
 from modules.descriptors import KeypointDescriptor
-from modules.errors import UserFacingError
 
 
 def make_module(**kwargs) -> AnimatorModule:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_NAMES, REGIONS, default_parameters, parameters_from_mapping, parameters_in_unit_interval
 from datamodules import PuppetDataModule, PuppetPairs
-from datamodules.parameters import PARAMETER_NAMES, default_parameters, normalize_parameters, parameters_from_mapping
-from datamodules.puppet import KEYPOINT_NAMES, REGIONS, PuppetIdentity, render_puppet, sample_parameters
+from datamodules.puppet import PuppetIdentity, render_puppet, sample_parameters
 
 
 def pose(**values: float) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_bad_parameters_are_named():
         parameters_from_mapping({"ParamNose": 1.0})
     with pytest.raises(ValueError, match="ParamEyeLOpen=2.0 is outside"):
         parameters_from_mapping({"ParamEyeLOpen": 2.0})
-    assert normalize_parameters(default_parameters())[PARAMETER_NAMES.index("ParamAngleX")] == pytest.approx(0.5)
+    assert parameters_in_unit_interval(default_parameters())[PARAMETER_NAMES.index("ParamAngleX")] == pytest.approx(0.5)
 
 
 def test_self_pairs_share_identity_and_are_deterministic():

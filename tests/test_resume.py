@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import ROOT, metric_by_step, run_cli, run_cli_process, tiny_args
-from lightning_app.checkpoints import AtomicCheckpointIO, verify_checkpoint
+from core.checkpoint_files import verify_checkpoint
+from core.errors import CheckpointError
+from lightning_app.checkpoints import AtomicCheckpointIO
 from lightning_app.cli import main
-from modules.errors import CheckpointError
 
 STEPS = 12
 

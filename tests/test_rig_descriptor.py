@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from conftest import CONFIGS, run_cli_process, tiny_args, write_puppet_clips
+from core.errors import UserFacingError
+from core.vocabulary import PARAMETER_INDEX, PARAMETER_NAMES
 from datamodules import Live2DClipDataModule
 from datamodules.augmentation import PairAugmentation
 from datamodules.live2d.clips import ClipInfo, write_clip
-from datamodules.parameters import PARAMETER_INDEX, PARAMETER_NAMES
 from lightning_app.cli import AnimatorCLI
 from modules.descriptors import RigDescriptor
 from modules.descriptors.rig import masked_parameter_loss, normalise_rig_parameters
-from modules.errors import UserFacingError
 
 
 def test_normalised_parameters_span_minus_one_to_one():

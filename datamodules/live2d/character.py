@@ -29,12 +29,11 @@ import numpy as np
 from datamodules.live2d.cubism2 import cubism2_layout, paint_parts, visible_parts
 from datamodules.live2d.headless_gl import HeadlessGL, live2d
 from datamodules.live2d.keypoints import rig_keypoints
-from datamodules.live2d.model_files import Live2DModelError, read_model_files
 from datamodules.live2d.moc import Drawable, read_moc_layout
+from datamodules.live2d.model_files import Live2DModelError, read_model_files
 from datamodules.live2d.regions import (REGION_OVERRIDES, check_overrides, decode_labels, drawable_kind, paint_label_textures,
                                         region_names, split_sides)
-from datamodules.parameters import PARAMETER_NAMES, STANDARD_PARAMETERS, default_parameters
-from datamodules.puppet import KEYPOINT_NAMES
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_NAMES, STANDARD_PARAMETERS, default_parameters
 
 # Other spellings of the standard parameters: Cubism 2-era IDs, and the vowel "A" that opens the mouth on models
 # animated by vowels instead of ParamMouthOpenY.

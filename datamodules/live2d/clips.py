@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.parameters import PARAMETER_NAMES
-from datamodules.puppet import KEYPOINT_NAMES
-from modules.errors import UserFacingError
+from core.errors import UserFacingError
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_NAMES
 
 FORMAT_VERSION = 2
 GROUND_TRUTH = ("regions", "keypoints")
@@ -174,10 +173,3 @@ def index_clips(root: str | Path) -> tuple[list[ClipInfo], list[str]]:
         except ClipError as exc:
             bad.append(str(exc))
     return clips, bad
-
-
-def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """Premultiplied ``H×W×4`` uint8 RGBA over a solid ``background`` colour → ``H×W×3`` uint8 RGB."""
-    alpha = rgba[..., 3:].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) + (1.0 - alpha) * np.asarray(background, np.float32)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)

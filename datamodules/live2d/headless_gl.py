@@ -17,7 +17,7 @@ import live2d  # noqa: E402,F401  (imported before any GL context exists, see th
 import numpy as np  # noqa: E402
 from OpenGL import EGL, GL  # noqa: E402
 
-from modules.errors import UserFacingError  # noqa: E402
+from core.errors import UserFacingError  # noqa: E402
 
 EGL_PLATFORM_SURFACELESS_MESA = 0x31DD
 _INSTALL_HINT = "install EGL and Mesa (Debian: apt-get install libegl1 libegl-mesa0 libgl1 libopengl0 libgl1-mesa-dri)"

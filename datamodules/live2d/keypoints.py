@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.puppet import KEYPOINT_NAMES
+from core.vocabulary import KEYPOINT_NAMES
 
 
 def _centre(meshes: list[np.ndarray]) -> np.ndarray | None:

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules.errors import UserFacingError
+from core.errors import UserFacingError
 
 SUFFIXES = {".model3.json": 3, ".model.json": 2}
 _MIN_MOC_BYTES = 64

@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.vocabulary import REGIONS
 from datamodules.live2d.moc import BLEND_ADDITIVE, BLEND_MULTIPLICATIVE, Drawable
-from datamodules.puppet import REGIONS
 
 KINDS: tuple[str, ...] = ("face", "eye", "iris", "brow", "mouth", "nose", "hair", "body")
 # (kind, words that all must appear in one ID); checked in order, so "eye ball" wins over "eye".

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.live2d.clips import GROUND_TRUTH, ClipInfo, write_clip
+from core.errors import UserFacingError
+from datamodules.live2d.clips import ClipInfo, GROUND_TRUTH, write_clip
 from datamodules.live2d.trajectories import random_trajectory
-from modules.errors import UserFacingError
 
 
 PARENT_CHECK_SECONDS = 0.5

@@ -1,6 +1,6 @@
 """Parameter trajectories for Live2D clips: smooth random face motion over the standard parameters.
 
-A trajectory is ``T×P`` raw standard parameter values (see :mod:`datamodules.parameters`), a pure function of its
+A trajectory is ``T×P`` raw standard parameter values (see :mod:`core.vocabulary`), a pure function of its
 seed. Replaying one trajectory on every character gives frames in corresponding poses: paired ground truth for
 cross-identity reenactment.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.parameters import PARAMETER_INDEX, default_parameters, parameter_bounds
+from core.vocabulary import PARAMETER_INDEX, default_parameters, parameter_bounds
 
 
 def _smooth_curve(rng: np.random.Generator, frames: int, low: float, high: float, spacing: int, scale: float) -> np.ndarray:

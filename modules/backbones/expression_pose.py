@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
 from torch import Tensor, nn
 
-from datamodules.puppet import HEAD_REGIONS
+from core.vocabulary import HEAD_REGIONS
 from modules.backbones.base import Generated
 from modules.backbones.film_unet import FiLMUNet, _group_norm
 from modules.backbones.warping import DenseMotion

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules.parameters import PARAMETER_NAMES, parameter_bounds
-from datamodules.puppet import KEYPOINT_NAMES
+from core.vocabulary import KEYPOINT_NAMES, PARAMETER_NAMES, parameter_bounds
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from modules.pretrained import InputNormalisation, create_pretrained_timm_model
 
@@ -19,7 +18,7 @@ _MOUTH_PARTS = ("mouth_left", "mouth_right", "mouth_top", "mouth_bottom")
 
 
 def normalise_rig_parameters(values: Tensor) -> Tensor:
-    """Raw standard parameters ``...×P`` (:data:`~datamodules.parameters.PARAMETER_NAMES` order) → ``[-1, 1]``
+    """Raw standard parameters ``...×P`` (:data:`~core.vocabulary.PARAMETER_NAMES` order) → ``[-1, 1]``
     per parameter (minimum → −1, maximum → 1; NaN stays NaN)."""
     low, high = (torch.as_tensor(b, device=values.device, dtype=values.dtype) for b in parameter_bounds())
     return (values - low) / (high - low) * 2.0 - 1.0
@@ -85,7 +84,7 @@ class RigDescriptor(MotionDescriptor):
     facial landmarks the data marks (:data:`~datamodules.puppet.KEYPOINT_NAMES`: eyes, irises, brows, mouth, nose,
     chin) as keypoints for a backbone's warp.
 
-    The vector *is* the parameters (``[-1, 1]`` each, :data:`~datamodules.parameters.PARAMETER_NAMES` order), so
+    The vector *is* the parameters (``[-1, 1]`` each, :data:`~core.vocabulary.PARAMETER_NAMES` order), so
     it is meant to say nothing about who is drawn: absolute cross-identity transfer needs no relative trick, and
     anything that reads the standard parameters (a human face's geometric reading, a Live2D replay) can drive an
     animator built on it through :meth:`motion_from_vector`. The parameter loss anchors every entry to its

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
 from torch import Tensor, nn
 
-from datamodules.puppet import REGIONS
+from core.errors import UserFacingError
+from core.vocabulary import REGIONS
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
-from modules.errors import UserFacingError
 from modules.pretrained import InputNormalisation, create_pretrained_timm_model, load_descriptor_weights
 
 STATISTICS = ("area", "centroid_x", "centroid_y", "spread_x", "spread_y")

@@ -1,9 +1,19 @@
-"""Live2D's standard face parameters: the shared motion vocabulary of every data source.
+"""The names every part of the project shares: standard parameters, region labels, keypoints, face features.
 
-The procedural puppet and Live2D Cubism models are driven by the same named parameters with the same
-ranges, so one parameter vector gives corresponding poses on different characters. Conventions follow
-Live2D's: ``ParamAngleX=+30`` turns the head toward the image's right, ``ParamEyeLOpen`` is the
-character's left eye (on the image's right), ``ParamBrowLY=+1`` raises that brow.
+**Parameters.** The procedural puppet and Live2D Cubism models are driven by Live2D's standard face parameters
+with the same ranges, so one parameter vector gives corresponding poses on different characters. Conventions
+follow Live2D's: ``ParamAngleX=+30`` turns the head toward the image's right, ``ParamEyeLOpen`` is the
+character's left eye (on the image's right), ``ParamBrowLY=+1`` raises that brow. Vectors are ``(..., P)`` in
+:data:`PARAMETER_NAMES` order.
+
+**Regions.** A region map is ``H×W`` int64, each pixel the index of its label in :data:`REGIONS`; the puppet and
+the Live2D renderer both write it.
+
+**Keypoints.** ``K×2`` pixel coordinates (x right, y down, origin at the top-left pixel's corner) in
+:data:`KEYPOINT_NAMES` order; "left" is the character's left, as for the parameters.
+
+**Face features.** The MediaPipe-to-canonical adapter reads :data:`FEATURE_DIM` numbers per human face
+(``datamodules.face_landmarks.landmark_features``: landmarks, blendshapes, head pose).
 """
 
 from __future__ import annotations
@@ -38,6 +48,24 @@ STANDARD_PARAMETERS: dict[str, ParameterRange] = {
 PARAMETER_NAMES: tuple[str, ...] = tuple(STANDARD_PARAMETERS)
 PARAMETER_INDEX: dict[str, int] = {name: i for i, name in enumerate(PARAMETER_NAMES)}
 
+REGIONS: tuple[str, ...] = (
+    "background", "face", "left_eye", "right_eye", "left_brow", "right_brow", "mouth", "hair", "body",
+)
+HEAD_REGIONS: tuple[str, ...] = ("face", "left_eye", "right_eye", "left_brow", "right_brow", "mouth", "hair")
+"""The regions that move with the head (the rest — background, body — stays when only the head turns)."""
+EXPRESSION_REGIONS: tuple[str, ...] = ("left_eye", "right_eye", "left_brow", "right_brow", "mouth")
+"""The few regions that carry expression (blinks, brows, talking)."""
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "left_eye", "right_eye", "left_iris", "right_iris", "left_brow", "right_brow",
+    "mouth_left", "mouth_right", "mouth_top", "mouth_bottom", "nose", "chin",
+)
+
+NUM_LANDMARKS = 478
+"""MediaPipe Face Landmarker's landmarks per face (468 mesh points and 10 iris points)."""
+NUM_BLENDSHAPES = 52
+FEATURE_DIM = NUM_LANDMARKS * 3 + NUM_BLENDSHAPES + 3
+"""Length of one face's feature vector: ``x, y, z`` per landmark, the blendshape scores, yaw/pitch/roll."""
+
 
 def default_parameters() -> np.ndarray:
     """The neutral pose, shape ``(P,)`` float32 in ``PARAMETER_NAMES`` order."""
@@ -53,7 +81,7 @@ def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def normalize_parameters(values: np.ndarray) -> np.ndarray:
+def parameters_in_unit_interval(values: np.ndarray) -> np.ndarray:
     """Map raw parameter values ``(..., P)`` to ``[0, 1]`` per parameter (minimum → 0, maximum → 1)."""
     low, high = parameter_bounds()
     return (np.asarray(values, dtype=np.float32) - low) / (high - low)

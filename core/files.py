@@ -12,7 +12,7 @@ from typing import IO, Callable, Iterator
 import cv2
 import numpy as np
 
-from modules.errors import UserFacingError
+from core.errors import UserFacingError
 
 
 def umask_mode(base: int = 0o666) -> int:

@@ -1,4 +1,4 @@
-"""Reading frames from a video file, a folder of images or a webcam, as a stream of RGB arrays."""
+"""Frames as RGB arrays: read from a video file, a folder of images or a webcam, and composited from RGBA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from modules.errors import UserFacingError
+from core.errors import UserFacingError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -70,3 +70,18 @@ def open_frames(source: str | Path, max_frames: int | None = None) -> FrameStrea
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     count = min(total, max_frames) if total and max_frames else (total or max_frames)
     return FrameStream(_capture_frames(capture, max_frames), float(capture.get(cv2.CAP_PROP_FPS) or 30.0), count)
+
+
+def composite(rgba: np.ndarray, background: tuple[int, int, int] | np.ndarray, premultiplied: bool = True,
+              rounded: bool = True) -> np.ndarray:
+    """``H×W×4`` RGBA (uint8 or float, ``0…255``) over a solid ``background`` RGB colour → ``H×W×3`` RGB.
+
+    Args:
+        premultiplied: colour channels already multiplied by alpha (the renderer's frames); ``False`` for straight
+            alpha (a PNG file as OpenCV reads it).
+        rounded: uint8 out (rounded); ``False``: float32 in ``0…255``, unrounded (to resize before rounding).
+    """
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    colour = rgba[..., :3].astype(np.float32)
+    rgb = (colour if premultiplied else colour * alpha) + (1.0 - alpha) * np.asarray(background, np.float32)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8) if rounded else rgb
