@@ -21,7 +21,7 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from core.batch import PairMode
 from core.errors import UserFacingError
@@ -31,6 +31,7 @@ from datamodules.augmentation import PairAugmentation
 from datamodules.live2d.clips import ClipInfo, GROUND_TRUTH, index_clips, open_arrays
 from datamodules.pair_datamodule import PairDataModule
 from datamodules.protocols import EvaluationClip, Split
+from datamodules.puppet_datamodule import PuppetPairs
 
 
 
@@ -146,6 +147,29 @@ class Live2DClipPairs(Dataset):
         return item
 
 
+class PuppetShare(Dataset):
+    """Procedural puppet pairs mixed into Live2D training: identities numbered after the clips' characters (so
+    identity labels do not collide) and only the keys the clips' pairs have.
+
+    Args:
+        pairs: the puppet pairs (:class:`~datamodules.puppet_datamodule.PuppetPairs`, ``self`` mode).
+        first_identity: the label of puppet 0.
+        keys: the keys of a clip pair.
+    """
+
+    def __init__(self, pairs: PuppetPairs, first_identity: int, keys: set[str]) -> None:
+        self.pairs, self.first_identity, self.keys = pairs, first_identity, keys
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {k: v for k, v in self.pairs[index].items() if k in self.keys}
+        for key in ("identity", "driving_identity"):
+            item[key] = item[key] + self.first_identity
+        return item
+
+
 # The default split over the seventeen characters of ../shared/live2d (README, "Characters and split"): Mark and
 # Rice (Cubism 3, held out since the first split, so numbers compare across versions), Epsilon (Cubism 2) and both
 # cats, Hijiki and Tororo (one Cubism 2 rig in two colourings: training on one would leak the other's geometry).
@@ -181,6 +205,10 @@ class Live2DClipDataModule(PairDataModule):
             model whose face the renderer could not label) when other clips have them: ``skip`` leaves them out
             (with a warning naming them), so batches keep the ground truth; ``keep`` uses them and drops the
             ground truth from every batch.
+        puppet_fraction: share of the training pairs that are procedural puppets (:class:`PuppetShare`) instead
+            of Live2D clips — many more identities to learn motion from than the training characters; validation
+            and test stay on the clips. 0: clips only.
+        puppet_identities: how many puppet identities those pairs draw from.
     """
 
     def __init__(
@@ -203,6 +231,8 @@ class Live2DClipDataModule(PairDataModule):
         test_clips: int = 4,
         test_clip_frames: int = 30,
         without_ground_truth: Literal["skip", "keep"] = "skip",
+        puppet_fraction: float = 0.0,
+        puppet_identities: int = 512,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augmentation"])
@@ -233,6 +263,17 @@ class Live2DClipDataModule(PairDataModule):
         self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
         self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)
         self._split = {"train": set(train), "held_out": held}
+        if not 0.0 <= puppet_fraction < 1.0 or puppet_identities < 1:
+            raise UserFacingError(f"puppet_fraction must be in [0, 1) and puppet_identities at least 1, got {puppet_fraction} and {puppet_identities}")
+        self.puppet_pairs = None
+        if puppet_fraction > 0:
+            count = round(train_pairs * puppet_fraction / (1.0 - puppet_fraction))
+            keys = set(self.train_set[0])
+            self.puppet_pairs = PuppetShare(PuppetPairs(list(range(puppet_identities)), count, image_size, seed + 3), len(self.train_set.identity), keys)
+
+    def train_dataloader(self) -> DataLoader:
+        pairs = self.train_set if self.puppet_pairs is None else ConcatDataset([self.train_set, self.puppet_pairs])
+        return self._loader(pairs, shuffle=True)
 
     def require_parameters(self) -> None:
         train = [c for c in self.train_set.clips if c.character in self._split["train"]]

@@ -14,6 +14,7 @@ from conftest import ROOT, write_puppet_clips
 
 from datamodules import Live2DClipDataModule
 
+from core.errors import UserFacingError
 from core.frames import composite
 from core.vocabulary import REGIONS, default_parameters
 from datamodules.live2d.clips import index_clips
@@ -164,3 +165,25 @@ def test_the_default_split_is_the_configs_and_the_datamodules_default(tmp_path):
     data = Live2DClipDataModule(str(root), image_size=32)
     assert data._split == {"train": {"Koharu"}, "held_out": {"Mark", "Rice", "Tororo"}}
 
+
+
+def test_puppet_pairs_mixed_into_training_have_their_share_new_identities_and_the_clips_keys(tmp_path):
+    root = write_puppet_clips(tmp_path / "clips", {"A": 1, "B": 2, "C": 3})
+    plain = Live2DClipDataModule(str(root), image_size=32, held_out=["B"], train_pairs=30, num_workers=0)
+    assert plain.puppet_pairs is None and len(plain.train_dataloader().dataset) == 30
+    mixed = Live2DClipDataModule(str(root), image_size=32, held_out=["B"], train_pairs=30, num_workers=0, puppet_fraction=0.25,
+                                 puppet_identities=4)
+    pairs = mixed.train_dataloader().dataset
+    assert len(pairs) == 40, "30 clip pairs are three quarters"
+    clip_item, puppet_item = pairs[0], pairs[35]
+    assert clip_item.keys() == puppet_item.keys()
+    assert all(clip_item[k].shape == puppet_item[k].shape for k in clip_item)
+    labels = {int(pairs[i]["identity"]) for i in range(30, 40)}
+    assert labels <= {3, 4, 5, 6} and len(labels) > 1, "puppet identities come after the three characters' labels"
+    assert {int(pairs[i]["identity"]) for i in range(30)} <= set(mixed.train_set.identity.values())
+    assert len(mixed.val_dataloader().dataset) == len(plain.val_dataloader().dataset), "validation stays on the clips"
+    kept = Live2DClipDataModule(str(write_puppet_clips(tmp_path / "bare", {"A": 1, "B": 2}, without_ground_truth=("A", "B"))), image_size=32,
+                                held_out=["B"], train_pairs=8, num_workers=0, puppet_fraction=0.5)
+    assert "source_regions" not in kept.train_dataloader().dataset[12], "puppets drop the ground truth the clips lack"
+    with pytest.raises(UserFacingError, match="puppet_fraction must be in"):
+        Live2DClipDataModule(str(root), image_size=32, held_out=["B"], puppet_fraction=1.0)
