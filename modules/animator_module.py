@@ -291,7 +291,8 @@ class AnimatorModule(LightningModule):
 
     def motion_from_vector(self, vector: Tensor) -> Motion:
         """The motion of a descriptor vector ``B×D`` from elsewhere (the adapter's output for a human face, rig
-        parameters read geometrically): ``ValueError`` for descriptors a vector alone cannot drive."""
+        parameters read geometrically); ``NotImplementedError`` for descriptors whose vector does not determine
+        their motion (semantic maps, ViT features)."""
         return self.descriptor.motion_from_vector(vector)
 
     def animate_motion(self, portrait: PreparedPortrait, motion: Motion, reference: Motion | None = None,

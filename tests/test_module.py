@@ -81,3 +81,28 @@ def test_training_fits_a_batch(batch):
 def test_perceptual_without_weights_is_a_clear_error():
     with pytest.raises(UserFacingError, match="perceptual_weights"):
         make_module(losses=LossWeights(perceptual=0.1))
+
+
+@torch.no_grad()
+def test_the_streaming_api_animates_frame_by_frame_as_the_batched_pairs(batch):
+    module = make_module().eval()
+    with torch.no_grad():
+        for parameter in module.backbone.parameters():  # an untrained backbone returns the portrait: make it react
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    source, driving = batch["source"][:1].expand(4, -1, -1, -1), batch["driving"]
+    first = driving[:1].expand(4, -1, -1, -1)
+    batched = module.animate(source, driving, first, scale_movement=True)
+    portrait = module.prepare(batch["source"][:1])
+    reference = module.describe(driving[:1])
+    for t in range(4):
+        frame = driving[t : t + 1]
+        assert torch.allclose(module.animate_frame(portrait, frame), batched["absolute"][t : t + 1], atol=1e-5)
+        relative = module.animate_frame(portrait, frame, reference, scale_movement=True)
+        assert torch.allclose(relative, batched["relative"][t : t + 1], atol=1e-5)
+        assert torch.allclose(module.animate_motion(portrait, module.describe(frame), reference, scale_movement=True), relative)
+    unscaled = module.animate_frame(portrait, driving[3:], reference, scale_movement=False)
+    assert not torch.allclose(unscaled, batched["relative"][3:], atol=1e-4), "movement scaling changes the relative answer"
+    assert torch.allclose(module.animate_frame(portrait, driving[3:], reference), unscaled), "the module's default: unscaled"
+    keypoints = module.describe(driving[3:])
+    assert torch.allclose(module.animate_motion(portrait, module.motion_from_vector(keypoints.vector)),
+                          module.animate_motion(portrait, keypoints), atol=1e-5), "keypoints are their vector (what an adapter predicts)"
