@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             steps = trainer.global_step
             args.out.mkdir(parents=True, exist_ok=True)
             with atomic_path(args.out / f"{run.name}.ckpt") as path:
-                trainer.save_checkpoint(path)
+                trainer.save_checkpoint(path, weights_only=True)  # the model only: for cli.py test and animate, not for resuming
             started = time.monotonic()
             items = evaluate(model, datamodule, args.eval_clips, args.eval_frames)
             strips = strips or strip_indices(items)
