@@ -54,7 +54,7 @@ class LossWeights:
 
 
 def region_mask(regions: Tensor, names: tuple[str, ...]) -> Tensor:
-    """``B×1×H×W`` float mask, 1 where a region map ``B×H×W`` (int labels, :data:`~datamodules.puppet.REGIONS`)
+    """``B×1×H×W`` float mask, 1 where a region map ``B×H×W`` (int labels, :data:`~core.vocabulary.REGIONS`)
     has one of ``names``."""
     wanted = torch.tensor([REGIONS.index(n) for n in names], device=regions.device)
     return torch.isin(regions, wanted)[:, None].float()

@@ -95,10 +95,10 @@ class Live2DFrame:
 
     Attributes:
         image: ``S×S×4`` uint8 RGBA, alpha premultiplied.
-        regions: ``S×S`` uint8 indices into :data:`~datamodules.puppet.REGIONS`; ``None`` for a model without
+        regions: ``S×S`` uint8 indices into :data:`~core.vocabulary.REGIONS`; ``None`` for a model without
             ground truth.
         keypoints: ``K×2`` float32 pixel coordinates (x right, y down) in
-            :data:`~datamodules.puppet.KEYPOINT_NAMES` order; ``None`` for a model without ground truth.
+            :data:`~core.vocabulary.KEYPOINT_NAMES` order; ``None`` for a model without ground truth.
     """
 
     image: np.ndarray

@@ -1,4 +1,4 @@
-"""2-D keypoints of a posed Live2D model from its deformed meshes, in :data:`~datamodules.puppet.KEYPOINT_NAMES`
+"""2-D keypoints of a posed Live2D model from its deformed meshes, in :data:`~core.vocabulary.KEYPOINT_NAMES`
 order, so Live2D clips and the puppet carry the same keypoints.
 
 Eye, iris, brow and nose points are the mean of their drawables' bounding-box centres (each drawable counts
@@ -32,7 +32,7 @@ def rig_keypoints(vertices: list[np.ndarray], regions: list[str], kinds: list[st
         kinds: per drawable, its kind (``eye``, ``iris``, ``nose``, …).
 
     Returns:
-        ``K×2`` float32 pixel coordinates in :data:`~datamodules.puppet.KEYPOINT_NAMES` order.
+        ``K×2`` float32 pixel coordinates in :data:`~core.vocabulary.KEYPOINT_NAMES` order.
 
     Raises:
         ValueError: the model has no eye, brow or mouth drawables to place the points on.

@@ -5,7 +5,7 @@ split into words (``Part01EyeBall001`` → part, eye, ball; ``PARTS_01_BROW_001`
 part with a known word decides. Where names are not informative, a per-model override table maps part or
 drawable IDs to kinds (built in: :data:`REGION_OVERRIDES`; the render command takes more from a JSON file).
 
-Kinds map onto the puppet's :data:`~datamodules.puppet.REGIONS` (``iris`` counts as eye, ``nose`` as face);
+Kinds map onto the shared labels :data:`~core.vocabulary.REGIONS` (``iris`` counts as eye, ``nose`` as face);
 eyes, irises and brows are split into the character's left and right (the image's right and left) by where
 they lie at the default pose.
 
@@ -80,7 +80,7 @@ def check_overrides(overrides: dict[str, str], source: str) -> None:
 
 
 def region_names(kinds: list[str], centres_x: np.ndarray, midline_x: float) -> list[str]:
-    """The region (a name in :data:`~datamodules.puppet.REGIONS`, never background) of each drawable.
+    """The region (a name in :data:`~core.vocabulary.REGIONS`, never background) of each drawable.
 
     Args:
         kinds: each drawable's kind.
@@ -134,7 +134,7 @@ def decode_labels(rgba: np.ndarray, min_alpha: int = 128) -> np.ndarray:
         min_alpha: pixels less opaque than this are background.
 
     Returns:
-        ``H×W`` uint8 indices into :data:`~datamodules.puppet.REGIONS`: the nearest palette colour, which for
+        ``H×W`` uint8 indices into :data:`~core.vocabulary.REGIONS`: the nearest palette colour, which for
         colours at the corners of the RGB cube is each channel thresholded at half the pixel's alpha.
     """
     alpha = rgba[..., 3].astype(np.int16)

@@ -64,9 +64,9 @@ class RenderedPoses:
 
     Attributes:
         frames: ``N×S×S×4`` uint8 RGBA (alpha premultiplied), one per pose.
-        regions: ``N×S×S`` uint8 region maps (indices into :data:`~datamodules.puppet.REGIONS`); ``None`` for a
+        regions: ``N×S×S`` uint8 region maps (indices into :data:`~core.vocabulary.REGIONS`); ``None`` for a
             model without ground truth.
-        keypoints: ``N×K×2`` float32 pixel coordinates (:data:`~datamodules.puppet.KEYPOINT_NAMES` order);
+        keypoints: ``N×K×2`` float32 pixel coordinates (:data:`~core.vocabulary.KEYPOINT_NAMES` order);
             ``None`` for a model without ground truth.
         bindings: standard parameter → the model's parameter ID that it drives.
         missing: standard parameters the model lacks.

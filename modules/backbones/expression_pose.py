@@ -21,7 +21,7 @@ Flows are backward (where each output pixel comes from in the source), in normal
 the warped image, from a zero start, so an untrained generator returns the source exactly.
 
 Where the batch has region maps (puppets, rendered Live2D clips), auxiliary losses teach the masks what the
-data knows: the warp mask should cover the head (:data:`~datamodules.puppet.HEAD_REGIONS` of the source or the
+data knows: the warp mask should cover the head (:data:`~core.vocabulary.HEAD_REGIONS` of the source or the
 driving frame) and nothing else; the change mask should stay off the body and background; and, for descriptors
 whose keypoints are named landmarks, each eye, brow and the mouth should move with its own landmarks' motion
 (:data:`PART_LANDMARKS`) — with the rig descriptor's expression Jacobians that motion narrows a closing eye
@@ -50,7 +50,7 @@ PART_LANDMARKS: dict[str, tuple[str, ...]] = {
     "mouth": ("mouth_left", "mouth_right", "mouth_top", "mouth_bottom"),
     "face": ("nose", "chin"), "hair": ("nose", "chin"),
 }
-"""Region → the landmarks (:data:`~datamodules.puppet.KEYPOINT_NAMES`) whose motion should move its pixels: each
+"""Region → the landmarks (:data:`~core.vocabulary.KEYPOINT_NAMES`) whose motion should move its pixels: each
 eye, brow and the mouth its own; face and hair the rigid head's (nose, chin), never an eye's or the mouth's, whose
 Jacobians would squash or stretch them."""
 STILL_REGIONS: tuple[str, ...] = ("background", "body")

@@ -27,7 +27,7 @@ class MotionSpec:
         num_keypoints: ``K``, points the descriptor locates (keypoints, region centroids); 0 when none.
         jacobians: whether each keypoint comes with a local 2×2 Jacobian.
         keypoint_names: what each keypoint is, where they are named landmarks
-            (:data:`~datamodules.puppet.KEYPOINT_NAMES`); empty for unsupervised keypoints.
+            (:data:`~core.vocabulary.KEYPOINT_NAMES`); empty for unsupervised keypoints.
     """
 
     vector_dim: int

@@ -47,7 +47,7 @@ def part_jacobians(parameters: Tensor, closed_eye_scale: float = 0.7, closed_mou
         closed_eye_scale, closed_mouth_scale: the vertical scale of a closed eye and of a closed mouth, in ``(0, 1]``.
 
     Returns:
-        ``B×K×2×2`` Jacobians in :data:`~datamodules.puppet.KEYPOINT_NAMES` order (x, y).
+        ``B×K×2×2`` Jacobians in :data:`~core.vocabulary.KEYPOINT_NAMES` order (x, y).
     """
     opening = (parameters.clamp(-1.0, 1.0) + 1.0) / 2.0
     scales = torch.ones(parameters.shape[0], len(KEYPOINT_NAMES), dtype=parameters.dtype, device=parameters.device)
@@ -81,7 +81,7 @@ def masked_parameter_loss(predicted: Tensor, target: Tensor, mask: Tensor) -> Te
 
 class RigDescriptor(MotionDescriptor):
     """The standard rig parameters of a frame, regressed by a timm encoder (ResNet-10-T by default), and the 12
-    facial landmarks the data marks (:data:`~datamodules.puppet.KEYPOINT_NAMES`: eyes, irises, brows, mouth, nose,
+    facial landmarks the data marks (:data:`~core.vocabulary.KEYPOINT_NAMES`: eyes, irises, brows, mouth, nose,
     chin) as keypoints for a backbone's warp.
 
     The vector *is* the parameters (``[-1, 1]`` each, :data:`~core.vocabulary.PARAMETER_NAMES` order), so

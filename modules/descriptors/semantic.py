@@ -39,7 +39,7 @@ def region_statistics(probabilities: Tensor) -> tuple[Tensor, Tensor]:
 class SemanticDescriptor(MotionDescriptor):
     """Soft face-region maps from a small timm encoder with a feature-pyramid decoder.
 
-    The regions are the data's labels (:data:`~datamodules.puppet.REGIONS`: background, face, left/right eye,
+    The regions are the data's labels (:data:`~core.vocabulary.REGIONS`: background, face, left/right eye,
     left/right brow, mouth, hair, body). Trained by cross-entropy on ``driving_regions`` where the batch has
     them (puppet data and rendered Live2D clips do), or loaded frozen from a checkpoint.
 
