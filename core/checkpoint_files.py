@@ -86,9 +86,15 @@ def expect_checkpoint_kind(path: str | Path, expected: str, role: str) -> None:
     """
     verify_checkpoint(path)
     try:
-        kind = checkpoint_kind(read_hyperparameters(path))
+        hparams = read_hyperparameters(path)
     except CheckpointError:
         return
+    check_kind(hparams, path, expected, role)
+
+
+def check_kind(hparams: Mapping[str, Any], path: str | Path, expected: str, role: str) -> None:
+    """:func:`expect_checkpoint_kind` for hyper-parameters already read from ``path``."""
+    kind = checkpoint_kind(hparams)
     if kind is not None and kind != expected:
         raise CheckpointError(f"{role} {str(path)!r} is an {kind} checkpoint; an {expected} checkpoint is needed here")
 

@@ -149,22 +149,23 @@ class Live2DClipPairs(Dataset):
 
 class PuppetShare(Dataset):
     """Procedural puppet pairs mixed into Live2D training: identities numbered after the clips' characters (so
-    identity labels do not collide) and only the keys the clips' pairs have.
+    identity labels do not collide) and the clips' keys.
 
     Args:
         pairs: the puppet pairs (:class:`~datamodules.puppet_datamodule.PuppetPairs`, ``self`` mode).
         first_identity: the label of puppet 0.
-        keys: the keys of a clip pair.
+        ground_truth: the clips' pairs carry region maps and keypoints (else the puppets' are dropped).
     """
 
-    def __init__(self, pairs: PuppetPairs, first_identity: int, keys: set[str]) -> None:
-        self.pairs, self.first_identity, self.keys = pairs, first_identity, keys
+    def __init__(self, pairs: PuppetPairs, first_identity: int, ground_truth: bool) -> None:
+        self.pairs, self.first_identity = pairs, first_identity
+        self.dropped = () if ground_truth else ("source_regions", "driving_regions", "source_keypoints", "driving_keypoints")
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = {k: v for k, v in self.pairs[index].items() if k in self.keys}
+        item = {k: v for k, v in self.pairs[index].items() if k not in self.dropped}
         for key in ("identity", "driving_identity"):
             item[key] = item[key] + self.first_identity
         return item
@@ -268,8 +269,8 @@ class Live2DClipDataModule(PairDataModule):
         self.puppet_pairs = None
         if puppet_fraction > 0:
             count = round(train_pairs * puppet_fraction / (1.0 - puppet_fraction))
-            keys = set(self.train_set[0])
-            self.puppet_pairs = PuppetShare(PuppetPairs(list(range(puppet_identities)), count, image_size, seed + 3), len(self.train_set.identity), keys)
+            self.puppet_pairs = PuppetShare(PuppetPairs(list(range(puppet_identities)), count, image_size, seed + 3), len(self.train_set.identity),
+                                            ground_truth=self.train_set.ground_truth)
 
     def train_dataloader(self) -> DataLoader:
         pairs = self.train_set if self.puppet_pairs is None else ConcatDataset([self.train_set, self.puppet_pairs])

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from core.checkpoint_files import expect_checkpoint_kind, load_plain_checkpoint, verify_checkpoint
+from core.checkpoint_files import check_kind, load_plain_checkpoint, verify_checkpoint
 from core.errors import CheckpointError, exit_on_user_error
 from core.files import atomic_open
 
@@ -84,12 +84,13 @@ def load_animator(path: str | Path) -> AnimatorModule:
     """
     from modules.animator_module import AnimatorModule
 
-    expect_checkpoint_kind(path, "animator", "checkpoint")
+    verify_checkpoint(path)
     try:
         hparams = dict(load_plain_checkpoint(path).get("hyper_parameters") or {})
     except CheckpointError as exc:
         raise CheckpointError(f"{str(path)!r} holds pickled objects (an animator with an adapter saved by an older version?); "
                               f"convert it once, if you trust the file: python -m lightning_app.checkpoints {path} NEW.ckpt") from exc
+    check_kind(hparams, path, "animator", "checkpoint")
     instantiator = hparams.pop("_instantiator", None)
     if instantiator is None:
         raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint of cli.py fit or save_animator (no class_path/init_args to rebuild it from)")
