@@ -68,12 +68,14 @@ def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     return hparams
 
 
-CHECKPOINT_KINDS = {"animator": "descriptor", "evaluator": "encoder"}
+CHECKPOINT_KINDS = {"animator": "descriptor", "evaluator": "encoder", "adapter training": "animator"}
 """Each kind of checkpoint this project writes, by a hyper-parameter only that kind has."""
+KIND_HINTS = {"adapter training": " (the animator with the trained adapter is animator.ckpt in that run's folder)"}
+"""What to give instead of a kind of checkpoint that is often given by mistake."""
 
 
 def checkpoint_kind(hparams: Mapping[str, Any]) -> str | None:
-    """``"animator"``, ``"evaluator"`` or ``None`` (neither) for a checkpoint's hyper-parameters."""
+    """A key of :data:`CHECKPOINT_KINDS` or ``None`` (none of them) for a checkpoint's hyper-parameters."""
     return next((kind for kind, key in CHECKPOINT_KINDS.items() if key in hparams), None)
 
 
@@ -96,7 +98,7 @@ def check_kind(hparams: Mapping[str, Any], path: str | Path, expected: str, role
     """:func:`expect_checkpoint_kind` for hyper-parameters already read from ``path``."""
     kind = checkpoint_kind(hparams)
     if kind is not None and kind != expected:
-        raise CheckpointError(f"{role} {str(path)!r} is an {kind} checkpoint; an {expected} checkpoint is needed here")
+        raise CheckpointError(f"{role} {str(path)!r} is an {kind} checkpoint; an {expected} checkpoint is needed here{KIND_HINTS.get(kind, '')}")
 
 
 def find_last_checkpoint(root: str | Path) -> Path | None:

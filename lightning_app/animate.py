@@ -36,7 +36,7 @@ from core.files import atomic_video, check_folder_path
 from core.frames import composite, open_frames
 from core.vocabulary import default_parameters
 from datamodules.face_landmarks import FaceObservation, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
-from lightning_app.checkpoints import load_animator
+from modules.animator_checkpoint import load_animator
 from modules.animator_module import AnimatorModule
 from modules.descriptors.base import Motion
 from modules.descriptors.rig import normalise_rig_parameters
@@ -92,7 +92,8 @@ class HumanMotion:
     def __init__(self, animator: AnimatorModule, landmarker: Path, fps: float, neutral_frames: int = 15) -> None:
         self.geometric = animator.adapter is None and animator.descriptor.vector_is_parameters
         if animator.adapter is None and not self.geometric:
-            raise UserFacingError("this checkpoint has no adapter, so a human cannot drive it; train one with python -m lightning_app.train_adapter "
+            raise UserFacingError("this checkpoint has no adapter, so a human cannot drive it; train one with python -m lightning_app.train_adapter fit --config configs/adapter/human.yaml "
+                                  "and give its run's animator.ckpt "
                                   "(or use an animator whose descriptor reads rig parameters, configs/rig.yaml)")
         if neutral_frames < 1:
             raise UserFacingError(f"--neutral-frames must be at least 1, got {neutral_frames}")

@@ -1,23 +1,20 @@
-"""Animator checkpoints: atomic saving (Lightning's checkpoint plugin), loading and saving an animator, and comparing a
-checkpoint's settings with the ones asked for. Reading files safely: :mod:`core.checkpoint_files`."""
+"""Checkpoints in commands: atomic saving (Lightning's checkpoint plugin), comparing a checkpoint's settings with the
+ones asked for, and ``python -m lightning_app.checkpoints OLD NEW`` (:func:`~modules.animator_checkpoint.convert_checkpoint`).
+The animator's own file format: :mod:`modules.animator_checkpoint`; reading files safely: :mod:`core.checkpoint_files`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from core.checkpoint_files import check_kind, load_plain_checkpoint, verify_checkpoint
 from core.errors import CheckpointError, exit_on_user_error
 from core.files import atomic_open
-
-if TYPE_CHECKING:
-    from modules.animator_module import AnimatorModule
+from modules.animator_checkpoint import convert_checkpoint, load_animator
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -59,92 +56,6 @@ def hyperparameter_differences(checkpoint: Mapping[str, Any], requested: Mapping
             differing[key] = (stored[key], asked[key])
     classes = [key[: -len("class_path")] for key in differing if key.endswith("class_path")]
     return {key: values for key, values in differing.items() if not any(key.startswith(c) and not key.endswith("class_path") for c in classes)}
-
-
-def plain_data(value: Any, key: str = "hyper_parameters") -> str | None:
-    """The key of the first value in ``value`` that is not plain data (what ``weights_only`` loading refuses: a
-    module, a class, any other object), or ``None`` when all of it is."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return None
-    if isinstance(value, Mapping):
-        return next((bad for k, v in value.items() if (bad := plain_data(v, f"{key}.{k}"))), None)
-    if isinstance(value, (list, tuple)):
-        return next((bad for i, v in enumerate(value) if (bad := plain_data(v, f"{key}[{i}]"))), None)
-    return f"{key} ({type(value).__name__})"
-
-
-def load_animator(path: str | Path) -> AnimatorModule:
-    """A trained AnimatorModule from its checkpoint, on the CPU, read with ``weights_only=True`` (nothing in the file
-    runs): the descriptor, backbone and adapter are rebuilt from their ``class_path``/``init_args``.
-
-    Raises:
-        CheckpointError: the file is damaged, it is not an AnimatorModule checkpoint (e.g. an evaluator's), it holds
-            pickled objects (an adapter checkpoint of an older version: the message says how to convert it), or its
-            weights are not finite.
-    """
-    from modules.animator_module import AnimatorModule
-
-    verify_checkpoint(path)
-    try:
-        hparams = dict(load_plain_checkpoint(path).get("hyper_parameters") or {})
-    except CheckpointError as exc:
-        raise CheckpointError(f"{str(path)!r} holds pickled objects (an animator with an adapter saved by an older version?); "
-                              f"convert it once, if you trust the file: python -m lightning_app.checkpoints {path} NEW.ckpt") from exc
-    check_kind(hparams, path, "animator", "checkpoint")
-    instantiator = hparams.pop("_instantiator", None)
-    if instantiator is None:
-        raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint of cli.py fit or save_animator (no class_path/init_args to rebuild it from)")
-    try:
-        # The loaded module keeps the file's plain hyper-parameters (not the objects built from them), as a module built
-        # by cli.py does, so that save_animator can write it back as plain data: Lightning's CLI uses this context too.
-        with _given_hyperparameters_context(hparams=hparams, instantiator=instantiator):
-            return AnimatorModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{str(path)!r}: {exc}") from exc
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not an AnimatorModule checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
-
-
-def save_animator(module: AnimatorModule, path: str | Path) -> None:
-    """Write ``module`` (including its current adapter, as ``class_path``/``init_args``) as a checkpoint that
-    :func:`load_animator` and Lightning's ``load_from_checkpoint`` read back with ``weights_only=True``; atomically.
-
-    Raises:
-        CheckpointError: the module's hyper-parameters hold objects (a module built in code, not by ``cli.py``).
-    """
-    import lightning
-
-    hparams = {**module.hparams, "adapter": module.adapter.config() if module.adapter is not None else None}
-    bad = plain_data({k: v for k, v in hparams.items() if k != "_instantiator"})
-    if bad or "_instantiator" not in hparams:
-        raise CheckpointError(f"cannot save this animator as plain data: {bad or 'it was not built from a config'}; "
-                              "build it with cli.py (or load_animator) so that its parts are class_path/init_args")
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": lightning.__version__}
-    with atomic_open(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-
-
-def convert_checkpoint(old: str | Path, new: str | Path) -> None:
-    """Rewrite an animator checkpoint whose adapter was pickled (``save_animator`` before checkpoints were plain data)
-    with the adapter as ``class_path``/``init_args``. Unpickling ``old`` runs the code it holds: only for trusted files.
-
-    Raises:
-        CheckpointError: ``old`` is damaged or holds other objects than an adapter.
-    """
-    verify_checkpoint(old)
-    checkpoint = torch.load(old, map_location="cpu", weights_only=False)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    adapter = hparams.get("adapter")
-    if isinstance(adapter, torch.nn.Module):
-        if not hasattr(adapter, "config"):
-            raise CheckpointError(f"{str(old)!r}: its adapter is a {type(adapter).__name__}, which has no plain-data form")
-        hparams["adapter"] = adapter.config()
-    bad = plain_data({k: v for k, v in hparams.items() if k != "_instantiator"})
-    if bad:
-        raise CheckpointError(f"{str(old)!r}: {bad} is not plain data and has no converter; retrain with cli.py fit")
-    checkpoint["hyper_parameters"] = hparams
-    with atomic_open(new, "wb") as handle:
-        torch.save(checkpoint, handle)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,7 +93,7 @@ class ProjectCLI(LightningCLI):
 
     def __init__(self, model_class: type, default_configs: list[str], args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         defaults = {"default_config_files": default_configs}
-        parser_kwargs = {name: defaults for name in SUBCOMMANDS} if run else defaults
+        parser_kwargs = {name: defaults for name in self.subcommands()} if run else defaults
         super().__init__(
             model_class,
             LightningDataModule,

@@ -35,7 +35,7 @@ from core.errors import UserFacingError, exit_on_user_error
 from core.files import atomic_write_text
 from core.vocabulary import PARAMETER_NAMES
 from datamodules.pair_datamodule import PairDataModule
-from lightning_app.checkpoints import load_animator
+from modules.animator_checkpoint import load_animator
 from modules.descriptors.base import MotionDescriptor
 from modules.probes import centre_by_group, identity_leakage, ridge_probe
 

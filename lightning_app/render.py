@@ -34,26 +34,13 @@ from core.files import atomic_write_png, atomic_write_text, check_folder_path
 from core.frames import composite
 from core.vocabulary import PARAMETER_NAMES
 from datamodules.live2d.clips import ClipInfo, index_clips, open_arrays
-from datamodules.live2d.model_files import Live2DModelError, find_setting_files, read_model_files
+from datamodules.live2d.model_files import Live2DModelError, find_models, read_model_files
 from datamodules.live2d.regions import KINDS, check_overrides
 from datamodules.live2d.render_process import render_clip, render_pool
 
 REPLAY_SEED_BASE = 1_000_000
 MAX_ATTEMPTS = 2  # a model that failed this often is left out of reruns unless --retry-failed
 PORTRAIT_FILE = "portrait.png"
-
-
-def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
-    """``{Name: setting file}`` for the model folders under ``models`` (only ``names`` if given)."""
-    found = find_setting_files(models)
-    if not found:
-        raise UserFacingError(f"no <Name>/*.model3.json or <Name>/*.model.json under {str(models)!r}")
-    if names:
-        unknown = sorted(set(names) - set(found))
-        if unknown:
-            raise UserFacingError(f"no model folder for {', '.join(unknown)} under {str(models)!r}; found {', '.join(found)}")
-        found = {n: found[n] for n in names}
-    return found
 
 
 def read_region_overrides(path: Path) -> dict[str, dict[str, str]]:

@@ -15,7 +15,7 @@ CYCLE_RIDGE = 1.0
 def info_nce(predicted: Tensor, target: Tensor, temperature: float = 0.1) -> Tensor:
     """Each prediction (``N×D``) against every target in the batch; its own target is the positive."""
     logits = F.normalize(predicted, dim=1) @ F.normalize(target, dim=1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(logits)))
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
 class CycleMaps:

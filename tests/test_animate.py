@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, tiny_args
+from conftest import CONFIGS, read_metrics, run_cli, tiny_args
+from core.errors import CheckpointError
 from core.vocabulary import FEATURE_DIM, PARAMETER_INDEX, default_parameters, parameters_from_mapping
 from datamodules.face_landmarks import (LEFT_EYE, RIGHT_EYE, FaceTracker, face_measures, geometric_parameters, landmark_features,
                                         neutral_measures, normalised_landmarks, parameters_from_measures)
 from lightning_app.animate import animate, main as animate_main
 from lightning_app.render import render_dataset
-from lightning_app.train_adapter import main as train_adapter_main, train_adapter
+from lightning_app.train_adapter import AdapterCLI, main as train_adapter_main
 from modules.adapter_losses import CycleMaps
+from modules.animator_checkpoint import load_animator
 from test_live2d import MODELS, SHARED, model, needs_models
 
 LANDMARKER = SHARED / "mediapipe" / "face_landmarker.task"
@@ -87,26 +89,41 @@ def test_geometric_parameters_follow_the_rig_on_live2d_renders():
     assert face_measures(faces[3])["eye_left"] < 0.7 * neutral["eye_left"], "closed eyes have a smaller aspect ratio"
 
 
+def adapter_args(animator: Path, root: Path, *extra: str, steps: int = 300) -> list[str]:
+    """``lightning_app.train_adapter fit`` arguments for a short run that logs to CSV under ``root/logs``."""
+    return ["fit", f"--model.animator={animator}", f"--data.landmarker={LANDMARKER}", "--trainer.logger=CSVLogger",
+            f"--trainer.logger.save_dir={root / 'logs'}", "--trainer.logger.name=adapter", f"--trainer.max_steps={steps}",
+            f"--trainer.val_check_interval={steps}", "--trainer.enable_progress_bar=false", *extra]
+
+
 @needs_mediapipe
 @needs_models
-def test_adapter_trains_on_both_routes_and_drives_from_a_human_video(animator, clips, tmp_path):
-    with_adapter, cache = tmp_path / "with_adapter.ckpt", tmp_path / "human_pairs"
-    settings = dict(clips=clips, held_out=["Haru"], videos=[HUMAN_VIDEO], models=MODELS, characters=["Hiyori"], cache=cache,
-                    max_video_frames=16, steps=300, batch_size=16)
-    report = train_adapter(animator, with_adapter, LANDMARKER, **settings)
-    assert report["data"]["live2d_face_rate"] > 0.8 and report["data"]["human_face_rate"] > 0.8
+def test_adapter_trains_on_both_routes_and_drives_from_a_human_video(animator, clips, tmp_path, capsys):
+    cache = tmp_path / "human_pairs"
+    routes = [f"--config={CONFIGS / 'adapter' / 'live2d.yaml'}", f"--config={CONFIGS / 'adapter' / 'human.yaml'}",
+              f"--data.clips={clips}", "--data.held_out=[Haru]", f"--data.videos=[{HUMAN_VIDEO}]", "--data.held_out_videos=[]",
+              f"--data.models={MODELS}", "--data.characters=[Hiyori]", f"--data.cache={cache}", "--data.max_video_frames=16",
+              "--data.batch_size=16"]
+    cli = AdapterCLI(args=adapter_args(animator, tmp_path, *routes))
+    report, data = cli.model.report, cli.datamodule
+    assert min(data.face_rates().values()) > 0.8 and set(data.face_rates()) == {"live2d", "human"}
     assert report["live2d/train"]["r2"] > 0.0 and report["live2d/val"]["frames"] > 0, "Haru's clip is validation only"
     assert report["human/train"]["frames"] >= 12 and -1 <= report["human/train"]["r_AngleX"] <= 1
+    assert "live2d/train" in capsys.readouterr().out, "the report is printed"
+    metrics = read_metrics(tmp_path / "logs" / "adapter" / "version_0")
+    assert any("live2d_val/r2_rel" in row for row in metrics) and any("train/contrastive" in row for row in metrics)
     assert (clips / "Hiyori" / "random_000" / "mediapipe_features.npy").is_file(), "features are cached beside the clip"
     render = cache / HUMAN_VIDEO.stem / "Hiyori" / "human"
     params = np.load(render / "params.npy")
     assert params.shape[0] >= 12 and params.std(0)[PARAMETER_INDEX["ParamAngleX"]] > 0, "the human's head motion is rendered"
     assert not (cache / HUMAN_VIDEO.stem / "Haru").exists(), "held-out characters are not rendered with human poses"
     written = (render / "clip.json").stat().st_mtime_ns
-    untrained = train_adapter(animator, tmp_path / "again.ckpt", LANDMARKER, **settings | {"steps": 1})
+    untrained = AdapterCLI(args=adapter_args(animator, tmp_path / "again", *routes, steps=1)).model.report
     assert (render / "clip.json").stat().st_mtime_ns == written, "a second run reuses the cached render"
     assert untrained["live2d/train"]["r2"] < report["live2d/train"]["r2"], "training fits the training pairs"
 
+    with_adapter = tmp_path / "logs" / "adapter" / "version_0" / "animator.ckpt"
+    assert with_adapter.is_file(), "the animator with its adapter is exported into the run folder"
     portrait = tmp_path / "portrait.png"
     cv2.imwrite(str(portrait), np.full((80, 64, 3), 200, np.uint8))
     out = tmp_path / "animated.mp4"
@@ -116,15 +133,44 @@ def test_adapter_trains_on_both_routes_and_drives_from_a_human_video(animator, c
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 3 * 64
 
 
+@needs_mediapipe
+@needs_models
+def test_adapter_training_resumes_from_its_last_checkpoint(animator, clips, tmp_path):
+    live2d = [f"--config={CONFIGS / 'adapter' / 'live2d.yaml'}", f"--data.clips={clips}", "--data.held_out=[Haru]", "--data.batch_size=8",
+              "--model.window=2"]
+    first = AdapterCLI(args=adapter_args(animator, tmp_path, *live2d, steps=4))
+    statistics = first.model.adapter.input_mean.clone()
+    resumed = AdapterCLI(args=adapter_args(animator, tmp_path, *live2d, "--ckpt_path=last", steps=8))
+    assert resumed.trainer.global_step == 8 and resumed.datamodule.window == 2, "the data's window follows the model's"
+    assert torch.equal(resumed.model.adapter.input_mean, statistics)
+    with pytest.raises(CheckpointError, match="model.window: checkpoint 2, requested 3"):
+        AdapterCLI(args=adapter_args(animator, tmp_path, *live2d, "--model.window=3", "--ckpt_path=last", steps=12))
+    with pytest.raises(CheckpointError, match="is an adapter training checkpoint.*animator.ckpt in that run's folder"):
+        load_animator(tmp_path / "logs" / "adapter" / "version_0" / "checkpoints" / "last.ckpt")
+
+
+def test_adapter_config_prints_without_the_linked_target_space(animator, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_adapter_main(["fit", f"--config={CONFIGS / 'adapter' / 'live2d.yaml'}", f"--model.animator={animator}",
+                            "--data.landmarker=face_landmarker.task", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "datamodules.AdapterPairDataModule" in printed and "clips: data/live2d" in printed and "window: 4" in printed
+    assert "target_space" not in printed, "the model is linked in when the classes are built, not configured"
+
+
 def test_adapter_needs_pairs_and_models(animator, tmp_path, capsys):
     def fails(*args: str) -> str:
         with pytest.raises(SystemExit) as exit_info:
-            train_adapter_main(["--animator", str(animator), "--landmarker", str(LANDMARKER), "--out", str(tmp_path / "a.ckpt"), *args])
+            train_adapter_main(adapter_args(animator, tmp_path, *args))
         assert exit_info.value.code == 2
         return capsys.readouterr().err
 
     assert "give training pairs" in fails()
-    assert "--videos needs --models" in fails("--videos", str(HUMAN_VIDEO))
+    assert "data.videos needs data.models" in fails(f"--data.videos=[{HUMAN_VIDEO}]")
+    assert f"not found: data.clips {str(tmp_path / 'none')!r}" in fails(f"--data.clips={tmp_path / 'none'}")
+    assert "missing.ckpt" in fails(f"--model.animator={tmp_path / 'missing.ckpt'}", f"--data.clips={tmp_path}")
+    assert not (tmp_path / "logs").exists(), "nothing is written before the settings are checked"
 
 
 def test_cycle_maps_keep_descriptors_that_a_pose_explains():
@@ -169,7 +215,6 @@ def test_human_parameters_are_relative_to_the_median_face():
 @needs_mediapipe
 def test_human_neutral_pose_is_the_median_of_the_first_faces(animator):
     from lightning_app.animate import HumanMotion
-    from lightning_app.checkpoints import load_animator
     from modules.adapter import LandmarkAdapter
 
     module = load_animator(animator)
@@ -236,7 +281,7 @@ def test_bad_inputs_are_named(animator, tmp_path, capsys):
 
 @needs_mediapipe
 def test_a_video_without_a_face_is_reported(animator, tmp_path, capsys):
-    from lightning_app.checkpoints import load_animator, save_animator
+    from modules.animator_checkpoint import save_animator
     from modules.adapter import LandmarkAdapter
 
     module = load_animator(animator)
@@ -258,7 +303,6 @@ def test_a_video_without_a_face_is_reported(animator, tmp_path, capsys):
 @needs_mediapipe
 def test_a_rig_animator_is_driven_by_the_faces_geometry_without_an_adapter(tmp_path):
     from lightning_app.animate import HumanMotion
-    from lightning_app.checkpoints import load_animator
     from modules.descriptors.rig import normalise_rig_parameters
 
     run_cli(tiny_args(tmp_path, config="rig.yaml", steps=1, extra=["--model.backbone.init_args.width=8"]))

@@ -7,7 +7,8 @@ import torch
 
 from conftest import run_cli, tiny_args
 from core.errors import CheckpointError
-from lightning_app.checkpoints import convert_checkpoint, load_animator, main as convert_main, save_animator
+from lightning_app.checkpoints import main as convert_main
+from modules.animator_checkpoint import convert_checkpoint, load_animator, save_animator
 from modules.adapter import LandmarkAdapter
 
 
@@ -39,7 +40,7 @@ def test_an_animator_with_its_adapter_is_saved_as_plain_data_and_rebuilt(trained
     assert isinstance(loaded.adapter, LandmarkAdapter) and loaded.adapter.temporal_window == 3
     original, rebuilt = module.state_dict(), loaded.state_dict()
     assert original.keys() == rebuilt.keys() and all(torch.equal(original[k], rebuilt[k]) for k in original)
-    save_animator(loaded, tmp / "again.ckpt")  # a loaded animator saves as plain data again (train_adapter does this)
+    save_animator(loaded, tmp / "again.ckpt")  # a loaded animator saves as plain data again (AnimatorExport does this)
     assert torch.load(tmp / "again.ckpt", weights_only=True)["hyper_parameters"] == stored
 
 

@@ -40,7 +40,7 @@ class ClipInfo:
 
     ``source`` is ``random`` or ``replay`` (a trajectory from ``seed``) or ``motion`` (the model's authored motion
     ``motion`` = ``"Group:index"``; ``frames`` is then the motion's length) or ``video`` (imported footage) or
-    ``human`` (the parameters read from a human video's faces, :mod:`lightning_app.adapter_pairs`).
+    ``human`` (the parameters read from a human video's faces, :mod:`datamodules.adapter_pairs`).
     ``ground_truth`` lists the per-frame arrays beside frames and parameters (from :data:`GROUND_TRUTH`).
     """
 

@@ -103,6 +103,19 @@ def find_setting_files(models: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def find_models(models: Path, names: list[str] | None) -> dict[str, Path]:
+    """``{Name: setting file}`` for the model folders under ``models`` (only ``names`` if given)."""
+    found = find_setting_files(models)
+    if not found:
+        raise UserFacingError(f"no <Name>/*.model3.json or <Name>/*.model.json under {str(models)!r}")
+    if names:
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            raise UserFacingError(f"no model folder for {', '.join(unknown)} under {str(models)!r}; found {', '.join(found)}")
+        found = {n: found[n] for n in names}
+    return found
+
+
 def read_model_files(path: str | Path) -> ModelFiles:
     """Parse a setting file of either generation and check every file it references.
 

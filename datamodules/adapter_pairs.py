@@ -1,7 +1,8 @@
 """Training pairs for the MediaPipe-to-canonical adapter (:class:`modules.adapter.LandmarkAdapter`).
 
-A pair is a face's features (:func:`datamodules.face_landmarks.landmark_features`) and the vector that the
-animator's frozen descriptor gives a Live2D frame in the same pose. Two routes:
+A pair is a face's features (:func:`datamodules.face_landmarks.landmark_features`) and the vector that a frozen
+descriptor (a :class:`TargetSpace`: the trained animator's, through :class:`modules.adapter_module.AdapterModule`)
+gives a Live2D frame in the same pose. Two routes:
 
 * **Live2D renders** (:func:`live2d_pairs`): MediaPipe's Face Landmarker on each frame of rendered clips (its
   presence threshold at 0 finds anime faces) and the descriptor of that same frame. The input comes from the
@@ -23,6 +24,7 @@ import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -33,15 +35,25 @@ from rich.progress import track
 from core.errors import UserFacingError
 from core.files import atomic_write_bytes
 from core.frames import composite, open_frames
-from core.vocabulary import FEATURE_DIM, PARAMETER_NAMES
+from core.vocabulary import FEATURE_DIM, PARAMETER_NAMES, parameters_in_unit_interval
 from datamodules.face_landmarks import FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
 from datamodules.live2d.clips import ClipError, ClipInfo, open_arrays, read_clip
 from datamodules.live2d.render_process import render_clip, render_pool
-from modules.animator_module import AnimatorModule
 
 FEATURES_FILE = "mediapipe_features.npy"
 FACES_FILE = "faces.npz"
 HUMAN_CLIP = "human"
+
+
+class TargetSpace(Protocol):
+    """What labels a pair: a frozen descriptor's vector of a frame."""
+
+    @property
+    def image_size(self) -> int:
+        """The side the frames are described at."""
+
+    def target_vectors(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``B×3×S×S`` in ``[0, 1]`` (``S`` = :attr:`image_size`) → descriptor vectors ``B×D``."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,19 @@ class PairSequence:
     features: torch.Tensor
     targets: torch.Tensor
     parameters: torch.Tensor
+
+
+def windows(sequence: PairSequence, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All length-``window`` runs of frames with a face: inputs ``N×window×F``, the last frame's targets ``N×D``
+    and normalised parameters ``N×P`` (``[0, 1]``)."""
+    found = ~sequence.features.isnan().any(1)
+    ends = [t for t in range(window - 1, len(found)) if found[t - window + 1 : t + 1].all()]
+    if not ends:
+        return (torch.zeros(0, window, sequence.features.shape[1]), torch.zeros(0, sequence.targets.shape[1]),
+                torch.zeros(0, sequence.parameters.shape[1]))
+    inputs = torch.stack([sequence.features[t - window + 1 : t + 1] for t in ends])
+    parameters = torch.from_numpy(parameters_in_unit_interval(sequence.parameters[ends].numpy()))
+    return inputs, sequence.targets[ends], parameters
 
 
 def _serialised(save, *args, **kwargs) -> bytes:
@@ -91,21 +116,21 @@ def clip_features(clip: ClipInfo, tracker: FaceTracker, detect_size: int) -> np.
 
 
 @torch.no_grad()
-def clip_targets(animator: AnimatorModule, clip: ClipInfo) -> torch.Tensor:
-    """``T×D`` descriptor vectors of a clip's frames, composited over white at the animator's image size."""
+def clip_targets(space: TargetSpace, clip: ClipInfo) -> torch.Tensor:
+    """``T×D`` descriptor vectors of a clip's frames, composited over white at the target space's image size."""
     frames = torch.from_numpy(np.asarray(open_arrays(clip)["frames"], np.float32) / 255.0).permute(0, 3, 1, 2)
     rgb = frames[:, :3] + (1.0 - frames[:, 3:])
-    rgb = F.interpolate(rgb, size=(animator.image_size, animator.image_size), mode="area")
-    return torch.cat([animator.describe(chunk).vector for chunk in rgb.split(32)])
+    rgb = F.interpolate(rgb, size=(space.image_size, space.image_size), mode="area")
+    return torch.cat([space.target_vectors(chunk) for chunk in rgb.split(32)])
 
 
-def live2d_pairs(animator: AnimatorModule, clips: list[ClipInfo], tracker: FaceTracker, detect_size: int = 256) -> list[PairSequence]:
+def live2d_pairs(space: TargetSpace, clips: list[ClipInfo], tracker: FaceTracker, detect_size: int = 256) -> list[PairSequence]:
     """Route "Live2D renders": one sequence per clip, grouped by character."""
     sequences = []
     for clip in track(clips, description="Live2D clips: face landmarks and descriptor targets"):
         features = torch.from_numpy(clip_features(clip, tracker, detect_size))
         missing = features.isnan().any(1)
-        targets = clip_targets(animator, clip).masked_fill(missing[:, None], float("nan"))
+        targets = clip_targets(space, clip).masked_fill(missing[:, None], float("nan"))
         parameters = torch.from_numpy(np.array(open_arrays(clip)["params"], np.float32)).masked_fill(missing[:, None], float("nan"))
         sequences.append(PairSequence(f"{clip.character}/{clip.name}", clip.character, features, targets, parameters))
     return sequences
@@ -174,7 +199,7 @@ def render_parameters(models: dict[str, Path], params: np.ndarray, root: Path, s
     return clips
 
 
-def human_pairs(animator: AnimatorModule, video: Path, landmarker: Path, models: dict[str, Path], cache: Path,
+def human_pairs(space: TargetSpace, video: Path, landmarker: Path, models: dict[str, Path], cache: Path,
                 max_frames: int | None = None, workers: int = 2) -> PairSequence:
     """Route "shared parameter space" for one human video (grouped by the video's stem): features of each frame's
     face, its geometric parameters relative to the video's median face, and the mean descriptor of those
@@ -184,8 +209,8 @@ def human_pairs(animator: AnimatorModule, video: Path, landmarker: Path, models:
     found = [t for t, m in enumerate(measures) if m is not None]
     neutral = neutral_measures([measures[t] for t in found])
     poses = np.stack([parameters_from_measures(measures[t], neutral) for t in found])
-    renders = render_parameters(models, poses, folder, animator.image_size, fps, workers)
-    mean_target = torch.stack([clip_targets(animator, clip) for clip in renders]).mean(0)
+    renders = render_parameters(models, poses, folder, space.image_size, fps, workers)
+    mean_target = torch.stack([clip_targets(space, clip) for clip in renders]).mean(0)
     targets = torch.full((len(measures), mean_target.shape[1]), float("nan"))
     parameters = torch.full((len(measures), poses.shape[1]), float("nan"))
     targets[found], parameters[found] = mean_target, torch.from_numpy(poses)
