@@ -105,7 +105,7 @@ def describe(path: Path) -> dict[str, Any]:
     hparams = checkpoint.get("hyper_parameters") or {}
     entry["step"] = checkpoint.get("global_step")
     entry["model"] = flatten_config({k: hparams[k] for k in MODEL_KEYS if k in hparams})
-    if "encoder" in hparams:  # an evaluator checkpoint
+    if "encoder" in hparams or "animator" in hparams:  # an evaluator's, or an adapter run's training state
         entry["model"] = flatten_config({k: v for k, v in hparams.items() if not k.startswith("_")})
     data = checkpoint.get("datamodule_hyper_parameters") or {}
     entry["data"] = {"class": data.get("_class_path"), **flatten_config({k: data[k] for k in DATA_KEYS if k in data})} if data else {}

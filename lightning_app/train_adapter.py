@@ -17,6 +17,7 @@ printed as a table.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -52,6 +53,7 @@ class AdapterCLI(ProjectCLI):
     config files and then refuses them."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen animator, by design
         args = list(sys.argv[1:] if args is None else args)
         if args and args[0] in SUBCOMMANDS:
             args = [args[0], f"--config={TRAINER_CONFIG}", *args[1:]]

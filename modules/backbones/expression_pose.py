@@ -95,6 +95,9 @@ class ExpressionPoseGenerator(FiLMUNet):
         width, depth, embed_dim, motion_map_channels, fold, block, motion_input_channels: the trunk, as for
             :class:`FiLMUNet` (motion vectors joined at the input by default).
         change_bias: initial logit of the change mask (−2: about 12 % of the synthesised colour where it differs).
+        synthesis: how the colour correction and change mask reach full resolution: ``"shuffle"`` — ``fold²``
+            values per trunk pixel, pixel-shuffled (full detail; at 128² its 4-pixel period showed as a checkerboard
+            over the eyes), or ``"smooth"`` — one value per trunk pixel, bilinearly upsampled like the flow.
         flow_scale: the flow head's output is multiplied by this (normalised units): an optimizer's step then moves
             the flow by a fraction of a pixel rather than by whole pixels in whatever direction sparse edge gradients
             point.
@@ -124,6 +127,7 @@ class ExpressionPoseGenerator(FiLMUNet):
         block: Literal["residual", "convnext"] = "residual",
         motion_input_channels: int = 16,
         change_bias: float = -2.0,
+        synthesis: Literal["shuffle", "smooth"] = "shuffle",
         flow_scale: float = 0.1,
         keypoint_flow: bool = True,
         motion_width: int = 16,
@@ -138,16 +142,18 @@ class ExpressionPoseGenerator(FiLMUNet):
             raise ValueError(f"mask loss weights must be non-negative, got {warp_mask_weight}, {change_outside_weight} and {part_weight}")
         if flow_scale <= 0:
             raise ValueError(f"flow_scale must be positive, got {flow_scale}")
+        if synthesis not in ("shuffle", "smooth"):
+            raise ValueError(f"synthesis must be 'shuffle' or 'smooth', got {synthesis!r}")
         self.warp_mask_weight, self.change_outside_weight, self.flow_scale = warp_mask_weight, change_outside_weight, flow_scale
         trunk_width = self.stem.out_channels
-        fine = fold * fold * (channels + 1)  # colour correction and change-mask logit, unshuffled to full resolution
+        fine = (fold * fold if synthesis == "shuffle" else 1) * (channels + 1)  # colour correction and change-mask logit
         self.head = nn.Sequential(_group_norm(trunk_width), nn.SiLU(), nn.Conv2d(trunk_width, fine + 3, 3, padding=1))
         final = self.head[-1]
         nn.init.zeros_(final.weight)
         nn.init.zeros_(final.bias)
         with torch.no_grad():
-            final.bias[:fine].view(channels + 1, fold * fold)[channels] = change_bias  # pixel_shuffle: channel-major
-        self._fine = fine
+            final.bias[:fine].view(channels + 1, -1)[channels] = change_bias  # pixel_shuffle: channel-major
+        self._fine, self.synthesis = fine, synthesis
         self.motion_scale = motion_scale
         self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std) if keypoint_flow and motion.num_keypoints else None
         if part_weight > 0 and (self.dense_motion is None or not motion.keypoint_names):
@@ -158,7 +164,10 @@ class ExpressionPoseGenerator(FiLMUNet):
     def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
         out = self.head(self.trunk(source, source_motion, driving_motion))
         size = source.shape[-2:]
-        fine = F.pixel_shuffle(out[:, : self._fine], self.fold)
+        if self.synthesis == "shuffle":
+            fine = F.pixel_shuffle(out[:, : self._fine], self.fold)
+        else:
+            fine = F.interpolate(out[:, : self._fine], size=size, mode="bilinear", align_corners=False)
         correction, change_mask = fine[:, :-1], torch.sigmoid(fine[:, -1:])
         coarse = F.interpolate(out[:, self._fine :], size=size, mode="bilinear", align_corners=False)
         flow, warp_mask = self.flow_scale * coarse[:, :2], torch.sigmoid(coarse[:, 2:])
