@@ -34,8 +34,8 @@ from core.frames import open_frames  # noqa: E402
 from core.vocabulary import PARAMETER_INDEX  # noqa: E402
 from datamodules.face_landmarks import face_measures, geometric_parameters  # noqa: E402
 from lightning_app.animate import Animation, HumanMotion, read_portrait  # noqa: E402
-from modules.animator_checkpoint import load_animator  # noqa: E402
 from modules.adapter_metrics import COMPARED, correlation  # noqa: E402
+from modules.animator_checkpoint import load_animator  # noqa: E402
 from modules.evaluator import EvaluatorModule  # noqa: E402
 
 @torch.no_grad()

@@ -24,12 +24,12 @@ from lightning_app.train_adapter import AdapterCLI  # noqa: E402
 from modules.adapter_metrics import COMPARED  # noqa: E402
 
 ROWS = {  # name: (routes, window, contrastive and cycle weights)
-    "Live2D renders": (("live2d",), 1, 0.1),
-    "human → parameters → renders, window 1": (("human",), 1, 0.1),
+    "Live2D renders, window 1": (("live2d",), 1, 0.1),
+    "human → parameters → renders, window 1 (the default)": (("human",), 1, 0.1),
     "both, window 1": (("live2d", "human"), 1, 0.1),
     "both, window 1, regression only": (("live2d", "human"), 1, 0.0),
     "both, window 4": (("live2d", "human"), 4, 0.1),
-    "human → parameters → renders, window 4 (the default)": (("human",), 4, 0.1),
+    "human → parameters → renders, window 4": (("human",), 4, 0.1),
 }
 
 

@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datamodules import Live2DClipDataModule  # noqa: E402
+from datamodules.live2d.model_files import find_models  # noqa: E402
 from datamodules.live2d.render_process import render_pool  # noqa: E402
 from datamodules.live2d.trajectories import random_trajectory  # noqa: E402
-from datamodules.live2d.model_files import find_models  # noqa: E402
 from lightning_app.render import render_dataset  # noqa: E402
 from speed import bench_model  # noqa: E402  (benchmarks/speed.py, beside this file)
 

@@ -90,7 +90,7 @@ class AdapterPairDataModule(LightningDataModule):
         characters: Sequence[str] | None = None,
         cache: str = "data/human_pairs",
         max_video_frames: int | None = None,
-        window: int = 4,
+        window: int = 1,
         batch_size: int = 64,
         detect_size: int = 256,
         workers: int = 2,

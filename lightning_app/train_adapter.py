@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import exit_on_user_error
+from core.errors import UserFacingError, exit_on_user_error
 from lightning_app.cli import CONFIG_DIR, ProjectCLI
 from modules.adapter_module import AdapterModule
 
@@ -81,11 +81,20 @@ class AdapterCLI(ProjectCLI):
         self._report()
 
 
+OLD_FLAGS = {"--animator": "--model.animator", "--landmarker": "--data.landmarker", "--clips": "--data.clips (or --config configs/adapter/live2d.yaml)",
+             "--videos": "--data.videos (or --config configs/adapter/human.yaml)", "--held-out": "--data.held_out", "--window": "--model.window",
+             "--out": "nothing: the run folder's animator.ckpt", "--steps": "--trainer.max_steps"}
+"""Flags of the hand-written training loop this CLI replaced, and what to give now."""
+
+
 def main(args: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] not in (*SUBCOMMANDS, "-h", "--help"):
         args = ["fit", *args]
     with exit_on_user_error():
+        old = [flag for flag in OLD_FLAGS if any(a == flag or a.startswith(f"{flag}=") for a in args)]
+        if old:
+            raise UserFacingError("train_adapter is a LightningCLI now (configs/adapter/, README): " + "; ".join(f"{flag} → {OLD_FLAGS[flag]}" for flag in old))
         AdapterCLI(args=args)
 
 

@@ -53,7 +53,7 @@ class AdapterModule(LightningModule):
         UserFacingError: its descriptor cannot be driven from a vector.
     """
 
-    def __init__(self, animator: str, hidden: int = 256, window: int = 4, dropout: float = 0.1, contrastive: float = 0.1,
+    def __init__(self, animator: str, hidden: int = 256, window: int = 1, dropout: float = 0.1, contrastive: float = 0.1,
                  cycle: float = 0.1, optimizer: OptimizerCallable = torch.optim.AdamW) -> None:
         super().__init__()
         self.save_hyperparameters()

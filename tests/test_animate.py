@@ -155,7 +155,7 @@ def test_adapter_config_prints_without_the_linked_target_space(animator, capsys)
                             "--data.landmarker=face_landmarker.task", "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "datamodules.AdapterPairDataModule" in printed and "clips: data/live2d" in printed and "window: 4" in printed
+    assert "datamodules.AdapterPairDataModule" in printed and "clips: data/live2d" in printed and "window: 1" in printed
     assert "target_space" not in printed, "the model is linked in when the classes are built, not configured"
 
 
@@ -171,6 +171,9 @@ def test_adapter_needs_pairs_and_models(animator, tmp_path, capsys):
     assert f"not found: data.clips {str(tmp_path / 'none')!r}" in fails(f"--data.clips={tmp_path / 'none'}")
     assert "missing.ckpt" in fails(f"--model.animator={tmp_path / 'missing.ckpt'}", f"--data.clips={tmp_path}")
     assert not (tmp_path / "logs").exists(), "nothing is written before the settings are checked"
+    with pytest.raises(SystemExit):
+        train_adapter_main(["--animator", str(animator), "--out", "a.ckpt"])
+    assert "--animator → --model.animator; --out → nothing: the run folder's animator.ckpt" in capsys.readouterr().err, "the old flags are translated"
 
 
 def test_cycle_maps_keep_descriptors_that_a_pose_explains():

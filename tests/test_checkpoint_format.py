@@ -8,8 +8,8 @@ import torch
 from conftest import run_cli, tiny_args
 from core.errors import CheckpointError
 from lightning_app.checkpoints import main as convert_main
-from modules.animator_checkpoint import convert_checkpoint, load_animator, save_animator
 from modules.adapter import LandmarkAdapter
+from modules.animator_checkpoint import convert_checkpoint, load_animator, save_animator
 
 
 @pytest.fixture(scope="module")

@@ -98,14 +98,15 @@ def test_learned_warp_mask_covers_the_head_and_leaves_body_and_background():
     assert change < 0.02, "body and background must stay where the portrait has them"
 
 
-def test_synthesis_closes_an_eye_that_no_warp_of_the_portrait_holds():
+@pytest.mark.parametrize("synthesis", ["shuffle", "smooth"])
+def test_synthesis_closes_an_eye_that_no_warp_of_the_portrait_holds(synthesis):
     torch.manual_seed(0)
     blinks = [(pose(), pose(ParamEyeLOpen=0.0, ParamEyeROpen=0.0)), (pose(), pose(ParamEyeLOpen=0.0)), (pose(), pose())]
     batch = pairs([3, 4], blinks)
     eyes = region_mask(batch["source_regions"], EXPRESSION_REGIONS[:2])
     floor = region_error(batch["source"], batch["driving"], eyes, reduction="none")
     closing = torch.tensor([True, True, False] * 2)
-    net = ExpressionPoseGenerator(SPEC, width=16, depth=2)
+    net = ExpressionPoseGenerator(SPEC, width=16, depth=2, synthesis=synthesis)
     fit(net, batch, steps=150)
     with torch.no_grad():
         generated = net.generate(batch["source"], Motion(batch["m_src"]), Motion(batch["m_drv"]))

@@ -25,10 +25,10 @@ from core.vocabulary import PARAMETER_NAMES
 from datamodules.face_landmarks import FaceTracker
 from datamodules.live2d.clips import ClipInfo, write_clip
 from lightning_app.animate import read_portrait
-from modules.animator_checkpoint import load_animator, save_animator
 from lightning_app.cli import AnimatorCLI, main
 from lightning_app.import_video import main as import_main
 from lightning_app.render import main as render_main
+from modules.animator_checkpoint import load_animator, save_animator
 from test_live2d import MODELS, needs_models
 
 
