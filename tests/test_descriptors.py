@@ -7,9 +7,11 @@ import pytest
 from kornia.geometry.subpix import spatial_expectation2d
 
 from core.errors import PretrainedWeightsError
+from core.vocabulary import KEYPOINT_NAMES
 from datamodules.puppet_datamodule import PuppetPairs
 from modules.descriptors import KeypointDescriptor, ViTDescriptor
 from modules.descriptors.equivariance import RandomWarp
+from modules.descriptors.landmarks import landmark_loss
 
 TINY_VIT = "vit_small_patch14_dinov2.lvd142m"
 
@@ -119,3 +121,40 @@ def test_equivariance_loss_falls_on_puppet_frames():
         history.append(terms["equivariance"].item())
     first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
     assert last < 0.6 * first, f"equivariance loss {first:.4f} → {last:.4f}"
+
+
+def test_landmark_supervision_places_the_named_keypoints_and_leaves_the_others_free():
+    """The first 12 keypoints learn the puppet's landmarks (eyes, brows, mouth, nose, chin); keypoints past them are
+    not compared, and a descriptor with fewer keypoints than landmarks is refused."""
+    torch.manual_seed(0)
+    pairs = PuppetPairs(list(range(16)), length=48, image_size=64, seed=0)
+    items = [pairs[i] for i in range(48)]
+    frames = torch.stack([item["driving"] for item in items])
+    landmarks = torch.stack([item["driving_keypoints"] for item in items])
+    descriptor = KeypointDescriptor(num_keypoints=14, width=8, input_size=64, landmark_weight=1.0)
+    assert descriptor.spec.keypoint_names[:12] == KEYPOINT_NAMES and len(descriptor.spec.keypoint_names) == 14
+
+    def pixel_error() -> float:
+        with torch.no_grad():
+            named = (descriptor(frames).keypoints[:, :12] + 1.0) / 2.0 * 63
+        return (named - landmarks).norm(dim=-1).mean().item()
+
+    before = pixel_error()
+    optimizer = torch.optim.Adam(descriptor.parameters(), lr=3e-3)
+    for step in range(80):
+        chosen = slice((step * 16) % 48, (step * 16) % 48 + 16)
+        terms = descriptor.auxiliary_losses(frames[chosen], descriptor(frames[chosen]), {"driving_keypoints": landmarks[chosen]})
+        optimizer.zero_grad()
+        terms["landmarks"].backward()
+        optimizer.step()
+    after = pixel_error()
+    assert after < 0.5 * before, f"landmark error {before:.1f} px → {after:.1f} px"
+
+    motion = descriptor(frames[:4])
+    moved = motion.keypoints.clone()
+    moved[:, 12:] += 0.5
+    same = [landmark_loss(k, landmarks[:4], 64) for k in (motion.keypoints, moved)]
+    assert torch.equal(same[0], same[1])
+    assert "landmarks" not in descriptor.auxiliary_losses(frames[:4], motion, {})  # imported footage: no landmarks
+    with pytest.raises(ValueError, match="num_keypoints ≥ 12"):
+        KeypointDescriptor(num_keypoints=10, landmark_weight=1.0)

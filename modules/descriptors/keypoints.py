@@ -11,7 +11,9 @@ from kornia.geometry.subpix import render_gaussian2d, spatial_expectation2d, spa
 from torch import Tensor, nn
 
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
+from core.vocabulary import KEYPOINT_NAMES
 from modules.descriptors.equivariance import RandomWarp, equivariance_losses
+from modules.descriptors.landmarks import landmark_loss
 
 
 def _conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -42,6 +44,11 @@ class KeypointDescriptor(MotionDescriptor):
             must also ignore flat-colour changes typical of anime art (0 turns it off).
         edge_emphasis: give the hourglass the Sobel edge magnitude as a fourth channel (line art carries most of
             the geometry in anime frames).
+        landmark_weight: weight of the landmark loss (``descriptor/landmarks``, :func:`~modules.descriptors.landmarks.
+            landmark_loss`): the first 12 keypoints become the data's named landmarks (eyes, irises, brows, mouth,
+            nose, chin — :data:`~core.vocabulary.KEYPOINT_NAMES`), supervised by ``driving_keypoints`` where the
+            batch has them; the other ``num_keypoints − 12`` stay unsupervised. Needs ``num_keypoints ≥ 12``; 0:
+            all unsupervised.
 
     Returns (from ``forward``): ``vector`` ``B×2K`` (keypoints flattened), ``maps`` ``B×K×(input_size/4)²``
     (Gaussians peaking at 1 on each keypoint), ``keypoints`` ``B×K×2`` in ``[-1, 1]`` and, with ``jacobians``,
@@ -62,6 +69,7 @@ class KeypointDescriptor(MotionDescriptor):
         warp_tps_std: float = 0.005,
         warp_color_jitter: float = 0.0,
         edge_emphasis: bool = False,
+        landmark_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if input_size % 8:
@@ -70,6 +78,10 @@ class KeypointDescriptor(MotionDescriptor):
             raise ValueError(f"temperature and gaussian_std must be positive, got {temperature} and {gaussian_std}")
         if jacobian_weight > 0 and not jacobians:
             raise ValueError("jacobian_weight > 0 needs jacobians=true")
+        if landmark_weight < 0 or (landmark_weight > 0 and num_keypoints < len(KEYPOINT_NAMES)):
+            raise ValueError(f"landmark_weight must be non-negative and needs num_keypoints ≥ {len(KEYPOINT_NAMES)} (one per "
+                             f"named landmark), got {landmark_weight} with num_keypoints={num_keypoints}")
+        self.landmark_weight = landmark_weight
         self.num_keypoints, self.input_size = num_keypoints, input_size
         self.temperature, self.gaussian_std, self.with_jacobians = temperature, gaussian_std, jacobians
         self.equivariance_weight, self.jacobian_weight = equivariance_weight, jacobian_weight
@@ -88,8 +100,11 @@ class KeypointDescriptor(MotionDescriptor):
 
     @property
     def spec(self) -> MotionSpec:
+        names = ()
+        if self.landmark_weight > 0:
+            names = KEYPOINT_NAMES + tuple(f"free{i}" for i in range(self.num_keypoints - len(KEYPOINT_NAMES)))
         return MotionSpec(vector_dim=2 * self.num_keypoints, map_channels=self.num_keypoints,
-                          num_keypoints=self.num_keypoints, jacobians=self.with_jacobians)
+                          num_keypoints=self.num_keypoints, jacobians=self.with_jacobians, keypoint_names=names)
 
     def features(self, frames: Tensor) -> Tensor:
         """Hourglass features ``B×2·width×(input_size/4)²`` for frames ``B×3×H×W`` in ``[0, 1]``."""
@@ -127,14 +142,18 @@ class KeypointDescriptor(MotionDescriptor):
         return Motion(vector=keypoints.flatten(1), maps=gaussians, keypoints=keypoints, jacobians=jacobians)
 
     def auxiliary_losses(self, frames: Tensor, motion: Motion, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Weighted equivariance terms (``equivariance``, ``jacobian``) on a randomly warped copy of ``frames``."""
+        """Weighted equivariance terms (``equivariance``, ``jacobian``) on a randomly warped copy of ``frames``, and
+        ``landmarks`` against ``batch["driving_keypoints"]`` (pixels of ``frames``) where present."""
+        terms = {}
+        if self.landmark_weight > 0 and "driving_keypoints" in batch:
+            terms["landmarks"] = self.landmark_weight * landmark_loss(motion.keypoints, batch["driving_keypoints"], frames.shape[-1])
         if self.equivariance_weight <= 0 and self.jacobian_weight <= 0:
-            return {}
+            return terms
         warp = RandomWarp.sample(frames.shape[0], self.warp_affine_std, self.warp_tps_std, device=frames.device, dtype=frames.dtype)
         warped = warp.image(frames)
         if self.jitter is not None:
             warped = self.jitter(warped)
         moved = self(warped)
-        terms = equivariance_losses(motion.keypoints, moved.keypoints, warp, motion.jacobians, moved.jacobians)
+        equivariance = equivariance_losses(motion.keypoints, moved.keypoints, warp, motion.jacobians, moved.jacobians)
         weights = {"equivariance": self.equivariance_weight, "jacobian": self.jacobian_weight}
-        return {name: weights[name] * value for name, value in terms.items() if weights[name] > 0}
+        return terms | {name: weights[name] * value for name, value in equivariance.items() if weights[name] > 0}

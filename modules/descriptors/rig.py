@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from core.vocabulary import KEYPOINT_NAMES, PARAMETER_NAMES, parameter_bounds
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
+from modules.descriptors.landmarks import landmark_loss
 from modules.pretrained import InputNormalisation, create_pretrained_timm_model
 
 _EYE_PARTS = {"left_eye": "ParamEyeLOpen", "left_iris": "ParamEyeLOpen", "right_eye": "ParamEyeROpen", "right_iris": "ParamEyeROpen"}
@@ -173,6 +174,5 @@ class RigDescriptor(MotionDescriptor):
         mask = batch.get("driving_param_mask", torch.ones_like(target, dtype=torch.bool))
         terms = {"parameters": self.parameter_weight * masked_parameter_loss(motion.vector, target, mask)}
         if motion.keypoints is not None and "driving_keypoints" in batch:
-            points = batch["driving_keypoints"].to(frames.dtype) / (frames.shape[-1] - 1) * 2.0 - 1.0
-            terms["keypoints"] = self.keypoint_weight * F.smooth_l1_loss(motion.keypoints, points, beta=0.05)
+            terms["keypoints"] = self.keypoint_weight * landmark_loss(motion.keypoints, batch["driving_keypoints"], frames.shape[-1])
         return terms
