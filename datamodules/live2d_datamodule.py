@@ -11,6 +11,10 @@ Pairs:
     ``cross`` — from two characters' renders of the same replayed trajectory: source = character A's first
     (neutral) frame, driving = character B at frame t, target = A at frame t. A is a character of the split
     (held-out characters for validation and test); the driver B may be any other character.
+
+Training pairs are ``self`` pairs, and with ``cross_fraction > 0`` also cross pairs among the training characters
+only (A's portrait taken at any frame of the replay, so it need not be neutral): the one pair that shows the model
+another character's motion on this character's body, which no self pair can.
 """
 
 from __future__ import annotations
@@ -95,12 +99,15 @@ class Live2DClipPairs(Dataset):
         max_gap: largest frame distance within a self pair.
         background: RGB colour behind the character.
         seed: fixes the pairs.
+        drivers: cross mode: the characters that may drive (unset: any character but the portrait's).
+        any_portrait_frame: cross mode: the portrait is A at a random frame of the replay, not its first.
     """
 
     def __init__(self, clips: list[ClipInfo], portraits: list[str], length: int, image_size: int, mode: PairMode,
-                 max_gap: int, background: tuple[int, int, int], seed: int) -> None:
+                 max_gap: int, background: tuple[int, int, int], seed: int, drivers: list[str] | None = None,
+                 any_portrait_frame: bool = False) -> None:
         self.clips, self.length, self.image_size, self.mode = clips, length, image_size, mode
-        self.max_gap, self.seed = max_gap, seed
+        self.max_gap, self.seed, self.any_portrait_frame = max_gap, seed, any_portrait_frame
         self.frames = ClipFrames(clips, image_size, background)
         self.ground_truth = self.frames.ground_truth
         self.identity = {name: i for i, name in enumerate(sorted({c.character for c in clips}))}
@@ -111,11 +118,13 @@ class Live2DClipPairs(Dataset):
         if mode == "cross":
             for a in self.own:
                 if clips[a].source == "replay":
-                    drivers = [b for b, c in enumerate(clips) if c.seed == clips[a].seed and c.source == "replay" and c.character != clips[a].character]
-                    if drivers:
-                        self.replays.append((a, drivers))
+                    others = [b for b, c in enumerate(clips) if c.seed == clips[a].seed and c.source == "replay" and c.character != clips[a].character
+                              and (drivers is None or c.character in drivers)]
+                    if others:
+                        self.replays.append((a, others))
             if not self.replays:
-                raise UserFacingError(f"cross-identity pairs need a replayed trajectory of {', '.join(portraits)} rendered on another character too")
+                among = "" if drivers is None else f" (among {', '.join(drivers)})"
+                raise UserFacingError(f"cross-identity pairs need a replayed trajectory of {', '.join(portraits)} rendered on another character{among} too")
 
     def __len__(self) -> int:
         return self.length
@@ -130,7 +139,8 @@ class Live2DClipPairs(Dataset):
         else:
             a, drivers = self.replays[int(rng.integers(len(self.replays)))]
             b = drivers[int(rng.integers(len(drivers)))]
-            t_src, t_drv = 0, int(rng.integers(self.clips[b].frames))
+            t_drv = int(rng.integers(self.clips[b].frames))
+            t_src = int(rng.integers(self.clips[a].frames)) if self.any_portrait_frame else 0
         source, driving = self.frames.frame(a, t_src), self.frames.frame(b, t_drv)
         item = {
             "source": source["image"],
@@ -210,6 +220,11 @@ class Live2DClipDataModule(PairDataModule):
             of Live2D clips — many more identities to learn motion from than the training characters; validation
             and test stay on the clips. 0: clips only.
         puppet_identities: how many puppet identities those pairs draw from.
+        cross_fraction: share of the training pairs that are cross-identity pairs among the training characters
+            (their replayed trajectories; the portrait at any frame of it): the target is the portrait's
+            character in the driver's pose, so motion must be read apart from the driver's face. Their
+            ``driving_regions``/``driving_keypoints`` are the driver's (of the driving frame), not the target's.
+            0: self pairs only.
     """
 
     def __init__(
@@ -234,6 +249,7 @@ class Live2DClipDataModule(PairDataModule):
         without_ground_truth: Literal["skip", "keep"] = "skip",
         puppet_fraction: float = 0.0,
         puppet_identities: int = 512,
+        cross_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augmentation"])
@@ -260,7 +276,12 @@ class Live2DClipDataModule(PairDataModule):
         train = [c for c in characters if c not in held]
         evaluation = sorted(held)
         common = {"image_size": image_size, "max_gap": max_gap, "background": background}
-        self.train_set = Live2DClipPairs(clips, train, train_pairs, mode="self", seed=seed, **common)
+        if not 0.0 <= cross_fraction < 1.0:
+            raise UserFacingError(f"cross_fraction must be in [0, 1), got {cross_fraction}")
+        cross = round(train_pairs * cross_fraction)
+        self.train_set = Live2DClipPairs(clips, train, train_pairs - cross, mode="self", seed=seed, **common)
+        self.train_cross = Live2DClipPairs(clips, train, cross, mode="cross", seed=seed + 4, drivers=train, any_portrait_frame=True,
+                                           **common) if cross else None
         self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
         self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)
         self._split = {"train": set(train), "held_out": held}
@@ -273,8 +294,8 @@ class Live2DClipDataModule(PairDataModule):
                                             ground_truth=self.train_set.ground_truth)
 
     def train_dataloader(self) -> DataLoader:
-        pairs = self.train_set if self.puppet_pairs is None else ConcatDataset([self.train_set, self.puppet_pairs])
-        return self._loader(pairs, shuffle=True)
+        parts = [p for p in (self.train_set, self.train_cross, self.puppet_pairs) if p is not None]
+        return self._loader(parts[0] if len(parts) == 1 else ConcatDataset(parts), shuffle=True)
 
     def require_parameters(self) -> None:
         train = [c for c in self.train_set.clips if c.character in self._split["train"]]

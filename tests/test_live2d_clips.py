@@ -78,6 +78,24 @@ def test_datamodule_splits_by_character_and_gives_cross_identity_ground_truth(da
 
 
 @needs_models
+def test_cross_identity_training_pairs_stay_among_training_characters(dataset):
+    dm = Live2DClipDataModule(str(dataset), image_size=32, batch_size=4, num_workers=0, held_out=["Mark"], train_pairs=40, cross_fraction=0.5)
+    pairs = dm.train_dataloader().dataset
+    items = [pairs[i] for i in range(len(pairs))]
+    assert len(items) == 40
+    mark = sorted(CHARACTERS).index("Mark")
+    cross = [item for item in items if item["identity"] != item["driving_identity"]]
+    assert len(cross) == 20, "half the training pairs are cross-identity"
+    assert all(mark not in (item["identity"], item["driving_identity"]) for item in items), "no held-out character drives or is driven"
+    assert all(not np.allclose(item["target"], item["driving"]) for item in cross), "the target is the portrait's character, not the driver"
+    assert len({item["source_params"].numpy().tobytes() for item in cross}) > 1, "portraits come from any frame of the replay"
+    with pytest.raises(Exception, match="cross_fraction must be in"):
+        Live2DClipDataModule(str(dataset), held_out=["Mark"], cross_fraction=1.0)
+    with pytest.raises(Exception, match=r"among Haru\)"):
+        Live2DClipDataModule(str(dataset), held_out=["Mark", "Hiyori"], cross_fraction=0.5)
+
+
+@needs_models
 def test_trains_from_live2d_clips(dataset, tmp_path):
     args = tiny_args(tmp_path, steps=3, extra=[
         f"--config={CONFIGS / 'data' / 'live2d.yaml'}", f"--data.init_args.root={dataset}", "--data.init_args.image_size=64",
