@@ -1,8 +1,9 @@
 """``PairAugmentation``: one random kornia augmentation shared by every image of a (portrait, driving) pair.
 
-Colour jitter, a small affine and a horizontal flip are drawn per pair and applied alike to ``source``,
-``driving`` and ``target`` (so the character keeps its colours and the motion between the frames is unchanged),
-to the region maps (nearest-neighbour) and to the keypoints. A flip mirrors the character, so the ground truth
+Colour jitter, a small affine, a horizontal flip and (optionally) a smooth non-rigid reshaping — a thin-plate
+spline, :class:`core.warps.RandomWarp`: a wider face, a longer fringe, another character's proportions — are drawn
+per pair and applied alike to ``source``, ``driving`` and ``target`` (so the character keeps its colours and shape
+and the motion between the frames is unchanged), to the region maps (nearest-neighbour) and to the keypoints. A flip mirrors the character, so the ground truth
 is mirrored too: the standard parameters of flipped pairs swap left and right (``ParamEyeLOpen`` ↔
 ``ParamEyeROpen``, ``ParamBrowLY`` ↔ ``ParamBrowRY``) and negate the horizontal ones (``ParamAngleX``,
 ``ParamAngleZ``, ``ParamEyeBallX``); region labels and keypoint names swap left and right.
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS
+from core.warps import RandomWarp
 
 IMAGE_KEYS = ("source", "driving", "target")
 PARAM_KEYS = ("source_params", "driving_params")
@@ -57,12 +59,18 @@ class PairAugmentation(nn.Module):
         scale: largest relative zoom in or out.
         affine_p: probability of the affine per pair.
         flip_p: probability of a horizontal flip per pair.
+        shape_std: strength of the reshaping: standard deviation of the spline's weights on a 5×5 grid of control
+            points (0.005 moves pixels by about 2 % of the image size on average, 0.01 by about 5 %); 0: off.
+        shape_p: probability of the reshaping per pair.
     """
 
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.03,
                  jitter_p: float = 0.8, degrees: float = 5.0, translate: float = 0.05, scale: float = 0.05,
-                 affine_p: float = 0.5, flip_p: float = 0.5) -> None:
+                 affine_p: float = 0.5, flip_p: float = 0.5, shape_std: float = 0.0, shape_p: float = 0.5) -> None:
         super().__init__()
+        if shape_std < 0 or not 0.0 <= shape_p <= 1.0:
+            raise ValueError(f"shape_std must be non-negative and shape_p in [0, 1], got {shape_std} and {shape_p}")
+        self.shape_std, self.shape_p = shape_std, shape_p
         self.augment = K.AugmentationSequential(
             K.ColorJitter(brightness, contrast, saturation, hue, p=jitter_p),
             K.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(1.0 - scale, 1.0 + scale), p=affine_p),
@@ -93,6 +101,8 @@ class PairAugmentation(nn.Module):
         for key in KEYPOINT_KEYS:
             if key in out:
                 out[key] = torch.where(flipped[:, None, None], out[key][:, self._keypoint_mirror], out[key])
+        if self.shape_std > 0:
+            self._reshape(out)
         for key in (*PARAM_KEYS, MASK_KEY):
             if key in out:
                 mirrored = _swap_sides(out[key])
@@ -100,3 +110,20 @@ class PairAugmentation(nn.Module):
                     mirrored[:, _NEGATED] = -mirrored[:, _NEGATED]
                 out[key] = torch.where(flipped[:, None], mirrored, out[key])
         return out
+
+    def _reshape(self, out: dict[str, Tensor]) -> None:
+        """Apply one random spline per pair (``shape_p`` of them; the rest get the identity) in place."""
+        source = out["source"]
+        batch, height, width = source.shape[0], *source.shape[-2:]
+        warp = RandomWarp.sample(batch, affine_std=0.0, tps_std=self.shape_std, device=source.device, dtype=source.dtype)
+        warp.kernel_weights = warp.kernel_weights * (torch.rand(batch, 1, 1, device=source.device) < self.shape_p)
+        for key in IMAGE_KEYS:
+            if key in out:
+                out[key] = warp.image(out[key])
+        for key in REGION_KEYS:
+            if key in out:
+                out[key] = warp.image(out[key][:, None].float(), mode="nearest")[:, 0].round().long()
+        scale = torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device, dtype=source.dtype)
+        for key in KEYPOINT_KEYS:
+            if key in out:
+                out[key] = (warp.inverse_points(out[key] / scale - 1.0) + 1.0) * scale

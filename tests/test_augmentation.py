@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+from kornia.geometry.subpix import spatial_expectation2d
 
 from conftest import metric_by_step, run_cli, tiny_args
 from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS
@@ -43,6 +44,31 @@ def test_no_flip_leaves_ground_truth_alone_and_a_pair_shares_its_colours():
     assert torch.equal(out["source_params"], original["source_params"])
     assert not torch.allclose(out["source"], original["source"])
     assert torch.allclose(out["source"], out["driving"]), "portrait and driving frame get the same transform"
+
+
+def test_reshaping_moves_images_regions_and_keypoints_together():
+    original = batch(64)
+    blob_at = torch.tensor([[20.0, 30.0], [40.0, 25.0], [32.0, 44.0], [25.0, 18.0]])
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = torch.exp(-((xs - blob_at[:, 0, None, None]) ** 2 + (ys - blob_at[:, 1, None, None]) ** 2) / (2 * 4.0**2))
+    original["target"] = blob[:, None].expand(-1, 3, -1, -1).contiguous()
+    original["driving"] = original["source"].clone()
+    original["source_regions"] = torch.where(blob > 0.5, REGIONS.index("face"), REGIONS.index("background"))
+    original["driving_keypoints"][:, 0] = blob_at
+    torch.manual_seed(0)
+    out = PairAugmentation(jitter_p=0.0, affine_p=0.0, flip_p=0.0, shape_std=0.01, shape_p=1.0)(original)
+    moved = (out["source"] - original["source"]).abs().mean((1, 2, 3))
+    assert (moved > 0.005).all(), "every pair is reshaped"
+    assert torch.equal(out["source"], out["driving"]), "portrait and driving frame get the same shape"
+    weights = out["target"][:, :1] ** 4  # the blob's peak, so that border pixels do not pull its centre
+    found = spatial_expectation2d(weights / weights.sum((-2, -1), keepdim=True), normalized_coordinates=False)[:, 0]
+    assert (found - blob_at).norm(dim=-1).max() > 1.0, "the warp moved the blobs"
+    assert torch.allclose(out["driving_keypoints"][:, 0], found, atol=0.3), "keypoints move with the image"
+    inside = out["target"][:, 0] > 0.5
+    assert ((out["source_regions"] == REGIONS.index("face")) == inside).float().mean() > 0.99, "regions move with the image"
+    assert not torch.equal(out["source_regions"], original["source_regions"])
+    kept = PairAugmentation(jitter_p=0.0, affine_p=0.0, flip_p=0.0, shape_std=0.01, shape_p=0.0)(original)
+    assert torch.allclose(kept["source"], original["source"], atol=1e-5) and torch.equal(kept["source_regions"], original["source_regions"])
 
 
 def test_training_with_augmentation_through_the_cli(tmp_path):

@@ -10,7 +10,7 @@ from core.errors import PretrainedWeightsError
 from core.vocabulary import KEYPOINT_NAMES
 from datamodules.puppet_datamodule import PuppetPairs
 from modules.descriptors import KeypointDescriptor, ViTDescriptor
-from modules.descriptors.equivariance import RandomWarp
+from core.warps import RandomWarp
 from modules.descriptors.landmarks import landmark_loss
 
 TINY_VIT = "vit_small_patch14_dinov2.lvd142m"

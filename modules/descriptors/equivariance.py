@@ -1,59 +1,17 @@
-"""Random smooth warps for equivariance losses: an affine map plus a thin-plate spline (kornia).
+"""Equivariance losses under random smooth warps (:class:`core.warps.RandomWarp`: an affine map plus a
+thin-plate spline).
 
 Coordinates are normalised to ``[-1, 1]`` (x right, y down, ``align_corners=True``), as everywhere in
-:mod:`modules.descriptors`. A :class:`RandomWarp` ``T`` maps points of the *warped* image to the original:
+:mod:`modules.descriptors`. A warp ``T`` maps points of the *warped* image to the original:
 ``warped(p) = image(T(p))``, so a detector ``d`` is equivariant when ``T(d(warped)) = d(image)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from kornia.geometry.transform import warp_image_tps, warp_points_tps
-from kornia.geometry import create_meshgrid
 from torch import Tensor
 
-
-@dataclass
-class RandomWarp:
-    """A batch of warps ``T(p) = a0 + p·A + Σ_i w_i U(|p − c_i|)`` (kornia's thin-plate-spline form).
-
-    Attributes:
-        centers: ``B×N×2`` spline control points.
-        kernel_weights: ``B×N×2`` spline weights ``w_i``.
-        affine_weights: ``B×3×2``: translation ``a0`` then the 2×2 matrix ``A`` (rows for x and y).
-    """
-
-    centers: Tensor
-    kernel_weights: Tensor
-    affine_weights: Tensor
-
-    @classmethod
-    def sample(cls, batch: int, affine_std: float = 0.05, tps_std: float = 0.005, grid: int = 5,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> RandomWarp:
-        """Draw ``batch`` warps: the affine part is the identity plus Gaussian noise of ``affine_std`` (matrix
-        and translation), the spline has ``grid×grid`` control points with Gaussian weights of ``tps_std``."""
-        eye = torch.eye(2, device=device, dtype=dtype).expand(batch, 2, 2)
-        affine = torch.cat([torch.zeros(batch, 1, 2, device=device, dtype=dtype), eye], 1)
-        affine = affine + affine_std * torch.randn(batch, 3, 2, device=device, dtype=dtype)
-        centers = create_meshgrid(grid, grid, normalized_coordinates=True, device=device, dtype=dtype).reshape(1, -1, 2).expand(batch, -1, -1)
-        weights = tps_std * torch.randn(batch, grid * grid, 2, device=device, dtype=dtype)
-        return cls(centers.contiguous(), weights, affine)
-
-    def points(self, points: Tensor) -> Tensor:
-        """``T(points)`` for points ``B×K×2``."""
-        return warp_points_tps(points, self.centers, self.kernel_weights, self.affine_weights)
-
-    def image(self, image: Tensor) -> Tensor:
-        """The warped image ``B×C×H×W`` (``warped(p) = image(T(p))``; outside pixels repeat the border)."""
-        return warp_image_tps(image, self.centers, self.kernel_weights, self.affine_weights, align_corners=True, padding_mode="border")
-
-    def jacobian(self, points: Tensor, step: float = 1e-3) -> Tensor:
-        """``dT/dp`` at ``points`` ``B×K×2`` → ``B×K×2×2`` (central differences; columns are d/dx, d/dy)."""
-        offsets = torch.tensor([[step, 0.0], [0.0, step]], device=points.device, dtype=points.dtype)
-        columns = [(self.points(points + o) - self.points(points - o)) / (2 * step) for o in offsets]
-        return torch.stack(columns, dim=-1)
+from core.warps import RandomWarp
 
 
 def equivariance_losses(keypoints: Tensor, warped_keypoints: Tensor, warp: RandomWarp,

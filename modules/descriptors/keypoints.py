@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from core.vocabulary import KEYPOINT_NAMES
-from modules.descriptors.equivariance import RandomWarp, equivariance_losses
+from core.warps import RandomWarp
+from modules.descriptors.equivariance import equivariance_losses
 from modules.descriptors.landmarks import landmark_loss
 
 
