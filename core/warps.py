@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
-from kornia.geometry.transform import warp_image_tps, warp_points_tps
+from kornia.geometry.transform import warp_points_tps
 from torch import Tensor
 
 
@@ -49,9 +49,8 @@ class RandomWarp:
 
     def image(self, image: Tensor, mode: str = "bilinear") -> Tensor:
         """The warped image ``B×C×H×W`` (``warped(p) = image(T(p))``; outside pixels repeat the border); ``mode``
-        ``"nearest"`` for labels."""
-        if mode == "bilinear":
-            return warp_image_tps(image, self.centers, self.kernel_weights, self.affine_weights, align_corners=True, padding_mode="border")
+        ``"nearest"`` for labels. Warp several images of one size with one call (stacked along ``C``): the spline
+        is evaluated once per pixel per call."""
         height, width = image.shape[-2:]
         grid = create_meshgrid(height, width, normalized_coordinates=True, device=image.device, dtype=image.dtype)
         grid = self.points(grid.reshape(1, -1, 2).expand(image.shape[0], -1, -1)).reshape(-1, height, width, 2)

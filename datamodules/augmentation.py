@@ -3,8 +3,8 @@
 Colour jitter, a small affine, a horizontal flip and (optionally) a smooth non-rigid reshaping — a thin-plate
 spline, :class:`core.warps.RandomWarp`: a wider face, a longer fringe, another character's proportions — are drawn
 per pair and applied alike to ``source``, ``driving`` and ``target`` (so the character keeps its colours and shape
-and the motion between the frames is unchanged), to the region maps (nearest-neighbour) and to the keypoints. A flip mirrors the character, so the ground truth
-is mirrored too: the standard parameters of flipped pairs swap left and right (``ParamEyeLOpen`` ↔
+and the motion between the frames is unchanged), to the region maps (nearest-neighbour) and to the keypoints.
+A flip mirrors the character, so the ground truth is mirrored too: the standard parameters of flipped pairs swap left and right (``ParamEyeLOpen`` ↔
 ``ParamEyeROpen``, ``ParamBrowLY`` ↔ ``ParamBrowRY``) and negate the horizontal ones (``ParamAngleX``,
 ``ParamAngleZ``, ``ParamEyeBallX``); region labels and keypoint names swap left and right.
 """
@@ -117,12 +117,13 @@ class PairAugmentation(nn.Module):
         batch, height, width = source.shape[0], *source.shape[-2:]
         warp = RandomWarp.sample(batch, affine_std=0.0, tps_std=self.shape_std, device=source.device, dtype=source.dtype)
         warp.kernel_weights = warp.kernel_weights * (torch.rand(batch, 1, 1, device=source.device) < self.shape_p)
-        for key in IMAGE_KEYS:
-            if key in out:
-                out[key] = warp.image(out[key])
-        for key in REGION_KEYS:
-            if key in out:
-                out[key] = warp.image(out[key][:, None].float(), mode="nearest")[:, 0].round().long()
+        images = [k for k in IMAGE_KEYS if k in out]  # one call each for images and labels: the spline once per pixel
+        for key, warped in zip(images, warp.image(torch.cat([out[k] for k in images], 1)).chunk(len(images), 1)):
+            out[key] = warped
+        regions = [k for k in REGION_KEYS if k in out]
+        if regions:
+            labels = warp.image(torch.stack([out[k] for k in regions], 1).to(source.dtype), mode="nearest").long()
+            out.update(zip(regions, labels.unbind(1)))
         scale = torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device, dtype=source.dtype)
         for key in KEYPOINT_KEYS:
             if key in out:
