@@ -18,6 +18,9 @@ Scores, on the held-out characters only (``datamodules.protocols``):
   change since its first frame, ``rel+scale`` that change scaled to the portrait's keypoint spread;
 * **floor** — the no-motion answer (output = portrait) on the same items; ``under`` = 1 − L1 / floor;
 * **face** — L1 over the target's eye, brow and mouth pixels (its region map) and the same floor;
+* **flow ceiling** — the portrait warped onto the target by classical optical flow computed *from the target*
+  (:func:`optical_flow_warp`): not a method, as it reads the answer, but about what a generator that only moves the
+  portrait's pixels could reach with a near-perfect motion estimate — above it lies only synthesis;
 * **fps** — networks only, 256² batch 1 on this machine, portrait described once;
 * **true parameters** (descriptors whose vector is the rig parameters) — the same items animated with the
   ground-truth parameters of portrait and driver in place of the descriptor's reading (landmarks still read:
@@ -47,6 +50,8 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from lightning import Callback, Trainer  # noqa: E402
@@ -182,6 +187,39 @@ def animate_with_true_parameters(model, batch: dict, relative: bool) -> torch.Te
     return model.animate_motion(PreparedPortrait(batch["source"], source_motion), driving_motion)
 
 
+def optical_flow_warp(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The source warped onto the target by dense optical flow that reads the target: a ceiling for warps.
+
+    For each target pixel, OpenCV's Farneback flow (grayscale, 3 pyramid levels, 7-pixel windows: of five settings
+    tried on the default split's held-out self pairs, the best at 128² and 2 points under the best at 64²;
+    frames under 64 px are upscaled for the estimate) says where it lies in
+    the source; the source is sampled there (bilinear, border replicated). Pixels that exist in the target only
+    (an eye closing, a mouth opening, background uncovered) stay wrong, so the gap between this and the floor is
+    what a warp can win, and the rest of the error is what only synthesis can.
+
+    Args:
+        source, target: ``B×3×H×W`` in ``[0, 1]`` (any device).
+
+    Returns:
+        ``B×3×H×W`` in ``[0, 1]`` on the source's device.
+    """
+    height, width = source.shape[-2:]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    images = source.permute(0, 2, 3, 1).float().cpu().numpy()
+    grays = [[cv2.cvtColor((frames[i] * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY) for i in range(len(frames))]
+             for frames in (images, target.permute(0, 2, 3, 1).float().cpu().numpy())]
+    warped = []
+    factor = math.ceil(64 / min(height, width))  # the windows need ~64 px: smaller frames are estimated upscaled
+    for image, source_gray, target_gray in zip(images, *grays):
+        if factor > 1:
+            source_gray, target_gray = (cv2.resize(g, (width * factor, height * factor), interpolation=cv2.INTER_LINEAR) for g in (source_gray, target_gray))
+        flow = cv2.calcOpticalFlowFarneback(target_gray, source_gray, None, 0.5, 3, 7, 5, 5, 1.1, 0)
+        if factor > 1:
+            flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_AREA) / factor
+        warped.append(cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return torch.from_numpy(np.stack(warped)).permute(0, 3, 1, 2).to(source.device, source.dtype).clamp(0.0, 1.0)
+
+
 @torch.inference_mode()
 def evaluate(model, datamodule, clips: int, frames: int) -> dict:
     """Per-item scores on the held-out characters, with the items' pictures for strips."""
@@ -205,6 +243,7 @@ def evaluate(model, datamodule, clips: int, frames: int) -> dict:
             if model.descriptor.vector_is_parameters:
                 outputs["params"] = animate_with_true_parameters(model, batch, relative=protocol == "cross")
             outputs["floor"] = source
+            outputs["flow"] = optical_flow_warp(source, target)
             face = region_mask(batch["target_regions"], EXPRESSION_REGIONS)
             for kind, output in outputs.items():
                 rows.setdefault(f"l1/{kind}", []).append((output - target).abs().mean(dim=(1, 2, 3)).cpu())
@@ -293,6 +332,9 @@ def print_table(results: list[dict], held_out: list[str]) -> None:
     first = results[0]["scores"]
     print(f"\nheld-out characters: {', '.join(held_out)}; floors: self {first['self/l1/floor']:.4f}, "
           f"face (self) {first['self/face/floor']:.4f}, face (cross) {first['cross/face/floor']:.4f}")
+    print("a warp that reads the target (optical flow; about the ceiling of warping generators): "
+          + ", ".join(f"{label} {under(first[f'{p}/{m}/flow'], first[f'{p}/{m}/floor'])}"
+                      for label, p, m in (("self", "self", "l1"), ("face (self)", "self", "face"), ("cross", "cross", "l1"), ("face (cross)", "cross", "face"))))
 
     def cell(s: dict, protocol: str, metric: str, kind: str, character: str = "") -> str:
         suffix = f"/{character}" if character else ""

@@ -4,11 +4,14 @@ scores against the no-motion floor, strips, and one-line errors before anything 
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from conftest import ROOT, write_puppet_clips
+from datamodules.live2d.trajectories import random_trajectory
+from datamodules.puppet import PuppetIdentity, render_puppet
 from modules import AnimatorModule
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -35,13 +38,14 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
             for kind in ("floor", "abs", "rel", "rel+scale"):
                 assert 0 < scores[f"cross/l1/{kind}/{character}"] < 1, (kind, character)
         assert scores["self/l1/floor"] > 0 and scores["self/face/floor"] > scores["self/l1/floor"], "expression pixels change most"
+        assert scores["self/l1/flow"] < scores["self/l1/floor"] and scores["cross/l1/flow"] < scores["cross/l1/floor"], "a warp that reads the target beats the copy"
     model = AnimatorModule.load_from_checkpoint(out / "kp.ckpt")
     assert type(model.backbone).__name__ == "ExpressionPoseGenerator" and model.image_size == 32, "the trained model is kept"
     strip = Image.open(out / "strip_rig.png")
     assert strip.size[0] > strip.size[1] / 12 * 3, "four columns, twelve rows"
     assert len(report["strip_rows"]) == 12 and {p for p, _ in report["strip_rows"]} == {"self", "cross"}
     printed = capsys.readouterr().out
-    assert "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
+    assert "a warp that reads the target" in printed and "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
 
 
 def test_floor_is_the_portrait_itself(clips):
@@ -50,6 +54,19 @@ def test_floor_is_the_portrait_itself(clips):
     scores = quality.summarise({"self": rows})
     assert scores["self/l1/floor"] == pytest.approx(0.2) and scores["self/face/floor"] == pytest.approx(0.2), "empty face masks are left out"
     assert scores["self/l1/abs/C"] == pytest.approx(0.05) and quality.under(0.05, 0.1) == "0.0500 (+50 %)"
+
+
+def test_the_flow_ceiling_moves_the_portrait_onto_the_target_and_cannot_invent_what_it_lacks():
+    image = render_puppet(PuppetIdentity.from_seed(11), random_trajectory(0, 1)[0], 64).image
+    frame = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    shifted = torch.roll(frame, shifts=(2, -3), dims=(-2, -1))  # the character 2 px down, 3 px left
+    floor = (frame - shifted).abs().mean()
+    assert quality.optical_flow_warp(frame, frame).sub(frame).abs().mean() < 0.02 * floor, "nothing moves: the portrait comes back"
+    assert quality.optical_flow_warp(frame, shifted).sub(shifted).abs().mean() < 0.25 * floor, "a pure move is undone"
+    spot = shifted.clone()
+    spot[..., 28:36, 28:36] = torch.tensor([1.0, 0.0, 1.0])[:, None, None]  # magenta the portrait has nowhere
+    warped = quality.optical_flow_warp(frame, spot)
+    assert (warped[..., 28:36, 28:36] - spot[..., 28:36, 28:36]).abs().mean() > 0.3, "new content is left to synthesis"
 
 
 def test_bad_arguments_stop_with_one_line_before_writing(tmp_path, capsys):
