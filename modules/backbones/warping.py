@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
 from kornia.geometry.subpix import render_gaussian2d
+from kornia.geometry.transform import warp_points_tps
 from torch import Tensor, nn
 
 from modules.backbones.base import AnimatorBackbone
@@ -37,36 +38,98 @@ def sparse_motions(grid: Tensor, source: Motion, driving: Motion) -> Tensor:
     return torch.cat([z.expand(flows.shape[0], 1, *flows.shape[2:]), flows], dim=1)
 
 
+def fit_thin_plate_spline(controls: Tensor, targets: Tensor, regularisation: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """The thin-plate spline through ``controls`` ``B×N×2`` onto ``targets`` ``B×N×2``, in the form kornia's
+    ``warp_points_tps(points, controls, kernel, affine)`` evaluates: ``f(p) = a0 + p·A + Σ_i w_i U(|p − c_i|)``,
+    ``U(r) = r² log r``.
+
+    The kernel is the usual one between the control points (kornia's ``get_tps_transform`` builds it between the
+    controls and the targets instead, which is not the interpolating spline). The spline is fitted to the
+    displacements ``targets − controls`` as a regularised (quasi-definite) system: ``regularisation`` on the
+    kernel's diagonal (a smoothing spline, ``f(c_i)`` within about that of ``t_i``) and ``regularisation²`` on the
+    affine block, so that coinciding or collinear keypoints — as an untrained detector gives — still yield a
+    finite map close to a translation instead of a singular system.
+
+    Returns:
+        ``kernel`` ``B×N×2`` and ``affine`` ``B×3×2`` (translation, then the rows for x and y).
+    """
+    batch, count = controls.shape[:2]
+    squared = torch.cdist(controls, controls).square()
+    kernel = torch.where(squared > 0, 0.5 * squared * squared.clamp_min(1e-12).log(), torch.zeros_like(squared))
+    eye = torch.eye(count + 3, device=controls.device, dtype=controls.dtype)
+    polynomial = torch.cat([torch.ones_like(controls[..., :1]), controls], -1)  # B×N×3
+    system = torch.cat([torch.cat([kernel, polynomial], -1), torch.cat([polynomial.transpose(1, 2), controls.new_zeros(batch, 3, 3)], -1)], 1)
+    system = system + torch.cat([torch.full((count,), regularisation), torch.full((3,), -regularisation ** 2)]).to(eye) * eye
+    weights = torch.linalg.solve(system, torch.cat([targets - controls, targets.new_zeros(batch, 3, 2)], 1))
+    affine = weights[:, count:] + torch.cat([controls.new_zeros(1, 2), torch.eye(2, device=controls.device, dtype=controls.dtype)])
+    return weights[:, :count], affine
+
+
+def spline_motions(grid: Tensor, source: Motion, driving: Motion, points_per_spline: int) -> Tensor:
+    """TPSMM's sparse motions: the keypoints in consecutive groups of ``points_per_spline``, each group's backward
+    flow the thin-plate spline that takes its driving keypoints onto its source keypoints.
+
+    Args:
+        grid: ``h×w×2`` normalised coordinates of the output (driving) frame.
+        source, driving: motions with ``keypoints`` ``B×K×2``, ``K`` a multiple of ``points_per_spline`` (Jacobians
+            are not used).
+
+    Returns:
+        ``B×(G+1)×h×w×2`` sampling grids, ``G = K / points_per_spline``: the identity (background) first, then one
+        per group.
+    """
+    batch, count = driving.keypoints.shape[:2]
+    groups = count // points_per_spline
+    controls = driving.keypoints.reshape(batch * groups, points_per_spline, 2)
+    kernel, affine = fit_thin_plate_spline(controls, source.keypoints.reshape(batch * groups, points_per_spline, 2))
+    points = grid.reshape(1, -1, 2).expand(batch * groups, -1, -1)
+    flows = warp_points_tps(points, controls, kernel, affine).reshape(batch, groups, *grid.shape)
+    z = grid[None, None].expand(batch, 1, *grid.shape)
+    return torch.cat([z, flows], dim=1)
+
+
 class DenseMotion(nn.Module):
     """Combines sparse motions into a dense backward flow and an occlusion map (a small hourglass).
 
-    Input per location: for every sparse motion, the source warped by it and the difference of the driving and
-    source keypoint Gaussians; output: softmax weights over the K+1 motions and a sigmoid occlusion map.
+    The sparse motions are FOMM's, one first-order motion per keypoint (:func:`sparse_motions`), or with
+    ``points_per_spline > 0`` TPSMM's, one thin-plate spline per group of that many keypoints
+    (:func:`spline_motions`). Input per location: for every sparse motion the source warped by it, and the
+    difference of the driving and source Gaussians of every keypoint; output: softmax weights over the motions
+    (the identity first) and a sigmoid occlusion map.
+
+    Raises:
+        ValueError: ``num_keypoints`` is not a multiple of ``points_per_spline``, or a group has under 3 points.
     """
 
-    def __init__(self, num_keypoints: int, channels: int, width: int, keypoint_std: float) -> None:
+    def __init__(self, num_keypoints: int, channels: int, width: int, keypoint_std: float, points_per_spline: int = 0) -> None:
         super().__init__()
-        self.keypoint_std = keypoint_std
-        motions = num_keypoints + 1
-        self.down1, self.down2 = _block(motions * (channels + 1), width), _block(width, 2 * width)
-        self.up1, self.up0 = _block(2 * width + width, width), _block(width + motions * (channels + 1), width)
+        if points_per_spline and (points_per_spline < 3 or num_keypoints % points_per_spline):
+            raise ValueError(f"thin-plate-spline motions need groups of at least 3 keypoints that divide the descriptor's "
+                             f"{num_keypoints}, got points_per_spline={points_per_spline}")
+        self.keypoint_std, self.points_per_spline = keypoint_std, points_per_spline
+        motions = (num_keypoints // points_per_spline if points_per_spline else num_keypoints) + 1
+        inputs = motions * channels + num_keypoints + 1
+        self.down1, self.down2 = _block(inputs, width), _block(width, 2 * width)
+        self.up1, self.up0 = _block(2 * width + width, width), _block(width + inputs, width)
         self.mask = nn.Conv2d(width, motions, 7, padding=3)
         self.occlusion = nn.Conv2d(width, 1, 7, padding=3)
 
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor, Tensor]:
         """Dense flow ``B×h×w×2`` (normalised sampling grid), occlusion ``B×1×h×w`` in ``[0, 1]`` and the weights
-        ``B×(K+1)×h×w`` of the sparse motions (softmax over them; 0 is the identity) at the resolution of
+        ``B×(M+1)×h×w`` of the sparse motions (softmax over them; 0 is the identity) at the resolution of
         ``source`` (``B×C×h×w``)."""
         batch, channels, height, width = source.shape
         grid = create_meshgrid(height, width, normalized_coordinates=True, device=source.device, dtype=source.dtype)[0]
-        flows = sparse_motions(grid, source_motion, driving_motion)  # B×(K+1)×h×w×2
+        if self.points_per_spline:
+            flows = spline_motions(grid, source_motion, driving_motion, self.points_per_spline)  # B×(M+1)×h×w×2
+        else:
+            flows = sparse_motions(grid, source_motion, driving_motion)
         motions = flows.shape[1]
         deformed = F.grid_sample(source.repeat_interleave(motions, 0), flows.flatten(0, 1), align_corners=True, padding_mode="border")
         std = torch.full_like(driving_motion.keypoints, self.keypoint_std)
         heat = render_gaussian2d(driving_motion.keypoints, std, (height, width), True) - render_gaussian2d(source_motion.keypoints, std, (height, width), True)
         heat = heat / heat.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
-        heat = torch.cat([torch.zeros_like(heat[:, :1]), heat], 1)
-        x = torch.cat([deformed.view(batch, motions * channels, height, width), heat], 1)
+        x = torch.cat([deformed.view(batch, motions * channels, height, width), torch.zeros_like(heat[:, :1]), heat], 1)
         h1 = self.down1(F.avg_pool2d(x, 2))
         h2 = self.down2(F.avg_pool2d(h1, 2))
         u1 = self.up1(torch.cat([F.interpolate(h2, size=h1.shape[-2:], mode="nearest"), h1], 1))
@@ -115,23 +178,31 @@ class WarpingGenerator(AnimatorBackbone):
         motion_scale: resolution of the dense-motion estimate relative to the image (a power of ½).
         keypoint_std: standard deviation of the keypoint Gaussians fed to the dense-motion network (normalised).
         num_blocks: residual blocks on the warped features.
+        points_per_spline: 0 for FOMM's sparse motions (one first-order motion per keypoint, with the descriptor's
+            Jacobians where it gives them); ``N ≥ 3`` for TPSMM's (one thin-plate spline per group of ``N``
+            keypoints; the descriptor's keypoint count must be a multiple of ``N`` and it must give no Jacobians).
 
     Raises:
-        ValueError: the descriptor gives no keypoints (e.g. a grid-pooled ViT); use the FiLM U-Net for it.
+        ValueError: the descriptor gives no keypoints (e.g. a grid-pooled ViT); use the FiLM U-Net for it. Or
+            spline motions with a descriptor that gives Jacobians (they would be ignored) or a keypoint count
+            they do not divide.
     """
 
     size_multiple = 4
 
     def __init__(self, motion: MotionSpec, channels: int = 3, width: int = 32, motion_width: int = 32,
-                 motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2) -> None:
+                 motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2, points_per_spline: int = 0) -> None:
         super().__init__()
         if motion.num_keypoints < 1:
             raise ValueError(
                 "WarpingGenerator needs a descriptor that locates points (KeypointDescriptor, SemanticDescriptor, or "
                 "ViTDescriptor pooling over their regions); this one gives none — use modules.backbones.FiLMUNet"
             )
+        if points_per_spline and motion.jacobians:
+            raise ValueError("WarpingGenerator with points_per_spline > 0 moves keypoints by thin-plate splines and would ignore "
+                             "the descriptor's Jacobians; set the descriptor's jacobians: false")
         self.motion_scale = motion_scale
-        self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std)
+        self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std, points_per_spline)
         self.encoder = nn.Sequential(
             _block(channels, width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), _block(2 * width, 2 * width),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), _block(4 * width, 4 * width),
