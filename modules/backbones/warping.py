@@ -54,15 +54,17 @@ def fit_thin_plate_spline(controls: Tensor, targets: Tensor, regularisation: flo
         ``kernel`` ``B×N×2`` and ``affine`` ``B×3×2`` (translation, then the rows for x and y).
     """
     batch, count = controls.shape[:2]
+    centre = controls.mean(dim=1, keepdim=True)  # fitted about the centroid: collapsed points then leave A at 0
     squared = torch.cdist(controls, controls).square()
     kernel = torch.where(squared > 0, 0.5 * squared * squared.clamp_min(1e-12).log(), torch.zeros_like(squared))
     eye = torch.eye(count + 3, device=controls.device, dtype=controls.dtype)
-    polynomial = torch.cat([torch.ones_like(controls[..., :1]), controls], -1)  # B×N×3
+    polynomial = torch.cat([torch.ones_like(controls[..., :1]), controls - centre], -1)  # B×N×3
     system = torch.cat([torch.cat([kernel, polynomial], -1), torch.cat([polynomial.transpose(1, 2), controls.new_zeros(batch, 3, 3)], -1)], 1)
     system = system + torch.cat([torch.full((count,), regularisation), torch.full((3,), -regularisation ** 2)]).to(eye) * eye
     weights = torch.linalg.solve(system, torch.cat([targets - controls, targets.new_zeros(batch, 3, 2)], 1))
-    affine = weights[:, count:] + torch.cat([controls.new_zeros(1, 2), torch.eye(2, device=controls.device, dtype=controls.dtype)])
-    return weights[:, :count], affine
+    matrix = weights[:, count + 1 :] + torch.eye(2, device=controls.device, dtype=controls.dtype)  # displacement + identity
+    translation = weights[:, count : count + 1] + centre - centre @ matrix  # a0 + (p − m)·A + m − m·I, in p's form
+    return weights[:, :count], torch.cat([translation, matrix], 1)
 
 
 def spline_motions(grid: Tensor, source: Motion, driving: Motion, points_per_spline: int) -> Tensor:
