@@ -4,6 +4,8 @@ Colour jitter, a small affine, a horizontal flip and (optionally) a smooth non-r
 spline, :class:`core.warps.RandomWarp`: a wider face, a longer fringe, another character's proportions — are drawn
 per pair and applied alike to ``source``, ``driving`` and ``target`` (so the character keeps its colours and shape
 and the motion between the frames is unchanged), to the region maps (nearest-neighbour) and to the keypoints.
+Optionally the character's parts are recoloured independently first (``part_hue``: hair, eyes, skin, clothes each
+turned by its own hue, read from the region maps) — another character's colour scheme, not only another tint.
 A flip mirrors the character, so the ground truth is mirrored too: the standard parameters of flipped pairs swap left and right (``ParamEyeLOpen`` ↔
 ``ParamEyeROpen``, ``ParamBrowLY`` ↔ ``ParamBrowRY``) and negate the horizontal ones (``ParamAngleX``,
 ``ParamAngleZ``, ``ParamEyeBallX``); region labels and keypoint names swap left and right.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import kornia.augmentation as K
 import torch
+from kornia.color import hsv_to_rgb, rgb_to_hsv
 from torch import Tensor, nn
 
 from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS
@@ -23,6 +26,17 @@ PARAM_KEYS = ("source_params", "driving_params")
 KEYPOINT_KEYS = ("source_keypoints", "driving_keypoints")
 REGION_KEYS = ("source_regions", "driving_regions")
 MASK_KEY = "driving_param_mask"
+
+
+PART_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("face",), ("left_eye", "right_eye"), ("left_brow", "right_brow"), ("mouth",), ("hair",), ("body",),
+)
+"""The parts recoloured together by ``part_hue`` (both eyes alike, both brows alike); the background keeps its colour."""
+
+
+def _part_of_region() -> list[int]:
+    """For each region label, the index of its group in :data:`PART_GROUPS` plus one (0: background, unchanged)."""
+    return [next((g + 1 for g, names in enumerate(PART_GROUPS) if name in names), 0) for name in REGIONS]
 
 
 def _mirror_permutation(names: tuple[str, ...]) -> list[int]:
@@ -62,15 +76,22 @@ class PairAugmentation(nn.Module):
         shape_std: strength of the reshaping: standard deviation of the spline's weights on a 5×5 grid of control
             points (0.005 moves pixels by about 2 % of the image size on average, 0.01 by about 5 %); 0: off.
         shape_p: probability of the reshaping per pair.
+        part_hue: largest hue turn of each part (:data:`PART_GROUPS`), drawn independently per part and pair, as a
+            fraction of the hue circle (0.5: any hue); 0: off. Needs the region maps; a pair whose target is not
+            its driving frame (a cross-identity pair, whose target has no region map) keeps its colours.
+        part_p: probability of the part recolouring per pair.
     """
 
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.03,
                  jitter_p: float = 0.8, degrees: float = 5.0, translate: float = 0.05, scale: float = 0.05,
-                 affine_p: float = 0.5, flip_p: float = 0.5, shape_std: float = 0.0, shape_p: float = 0.5) -> None:
+                 affine_p: float = 0.5, flip_p: float = 0.5, shape_std: float = 0.0, shape_p: float = 0.5,
+                 part_hue: float = 0.0, part_p: float = 0.5) -> None:
         super().__init__()
         if shape_std < 0 or not 0.0 <= shape_p <= 1.0:
             raise ValueError(f"shape_std must be non-negative and shape_p in [0, 1], got {shape_std} and {shape_p}")
-        self.shape_std, self.shape_p = shape_std, shape_p
+        if not 0.0 <= part_hue <= 0.5 or not 0.0 <= part_p <= 1.0:
+            raise ValueError(f"part_hue must be in [0, 0.5] and part_p in [0, 1], got {part_hue} and {part_p}")
+        self.shape_std, self.shape_p, self.part_hue, self.part_p = shape_std, shape_p, part_hue, part_p
         self.augment = K.AugmentationSequential(
             K.ColorJitter(brightness, contrast, saturation, hue, p=jitter_p),
             K.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(1.0 - scale, 1.0 + scale), p=affine_p),
@@ -78,13 +99,16 @@ class PairAugmentation(nn.Module):
         )
         self.register_buffer("_keypoint_mirror", torch.tensor(_mirror_permutation(KEYPOINT_NAMES)), persistent=False)
         self.register_buffer("_region_mirror", torch.tensor(_mirror_permutation(REGIONS)), persistent=False)
+        self.register_buffer("_part_of_region", torch.tensor(_part_of_region()), persistent=False)
 
     @torch.no_grad()
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Augment a collated batch (keys of :mod:`datamodules.puppet_datamodule`); returns a new dict."""
         out = dict(batch)
-        names = [k for k in IMAGE_KEYS if k in batch] + [k for k in KEYPOINT_KEYS if k in batch]
-        inputs = [batch[k] for k in names]
+        if self.part_hue > 0:
+            self._recolour_parts(out)
+        names = [k for k in IMAGE_KEYS if k in out] + [k for k in KEYPOINT_KEYS if k in out]
+        inputs = [out[k] for k in names]
         keys = ["input" if k in IMAGE_KEYS else "keypoints" for k in names]
         for key in REGION_KEYS:
             if key in batch:
@@ -110,6 +134,31 @@ class PairAugmentation(nn.Module):
                     mirrored[:, _NEGATED] = -mirrored[:, _NEGATED]
                 out[key] = torch.where(flipped[:, None], mirrored, out[key])
         return out
+
+    def _recolour_parts(self, out: dict[str, Tensor]) -> None:
+        """Turn each part's hue by its own random angle per pair (``part_p`` of them), in place.
+
+        The source is recoloured by its region map, the driving frame and the target by the driving frame's.
+        """
+        missing = [k for k in REGION_KEYS if k not in out]
+        if missing:
+            raise ValueError(f"PairAugmentation(part_hue={self.part_hue}) needs region maps, the batch lacks {missing}")
+        source = out["source"]
+        batch = source.shape[0]
+        turns = (torch.rand(batch, len(PART_GROUPS) + 1, device=source.device, dtype=source.dtype) * 2 - 1) * self.part_hue
+        turns[:, 0] = 0.0  # the background
+        keep = torch.rand(batch, device=source.device) >= self.part_p
+        if "target" in out:
+            keep |= (out["target"] != out["driving"]).flatten(1).any(1)
+        turns[keep] = 0.0
+        angles = turns * (2 * torch.pi)
+        by_regions = {"source": "source_regions", "driving": "driving_regions", "target": "driving_regions"}
+        for key, regions in by_regions.items():
+            if key in out:
+                turn = angles.gather(1, self._part_of_region[out[regions]].flatten(1)).view(batch, 1, *source.shape[-2:])
+                hsv = rgb_to_hsv(out[key].clamp(0.0, 1.0))
+                hue = torch.remainder(hsv[:, :1] + turn, 2 * torch.pi)
+                out[key] = torch.where(turn != 0, hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], 1)), out[key])
 
     def _reshape(self, out: dict[str, Tensor]) -> None:
         """Apply one random spline per pair (``shape_p`` of them; the rest get the identity) in place."""

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import pytest
 import torch
+from kornia.color import rgb_to_hsv
 from kornia.geometry.subpix import spatial_expectation2d
 
 from conftest import metric_by_step, run_cli, tiny_args
@@ -69,6 +71,43 @@ def test_reshaping_moves_images_regions_and_keypoints_together():
     assert not torch.equal(out["source_regions"], original["source_regions"])
     kept = PairAugmentation(jitter_p=0.0, affine_p=0.0, flip_p=0.0, shape_std=0.01, shape_p=0.0)(original)
     assert torch.allclose(kept["source"], original["source"], atol=1e-5) and torch.equal(kept["source_regions"], original["source_regions"])
+
+
+def hue_turn(after: torch.Tensor, before: torch.Tensor, where: torch.Tensor) -> float:
+    """The median hue turn from ``before`` to ``after`` (3, H, W) over the saturated pixels of ``where`` (H, W), in turns."""
+    h1, s1 = rgb_to_hsv(before)[:2]
+    h2 = rgb_to_hsv(after)[0]
+    turn = torch.remainder(h2 - h1, 2 * torch.pi) / (2 * torch.pi)
+    return turn[where & (s1 > 0.2)].median().item()
+
+
+def test_part_recolouring_turns_each_part_by_its_own_hue_and_keeps_pairs_and_background():
+    original = batch()
+    original["driving"], original["driving_regions"] = original["source"].clone(), original["source_regions"].clone()
+    original["target"] = original["driving"].clone()
+    original["target"][3] = original["source"][0]  # a cross-identity pair: its target is another frame
+    torch.manual_seed(0)
+    out = PairAugmentation(jitter_p=0.0, affine_p=0.0, flip_p=0.0, part_hue=0.5, part_p=1.0)(original)
+    regions = original["source_regions"]
+    background = regions == REGIONS.index("background")
+    assert torch.equal(out["source"].permute(1, 0, 2, 3)[:, background], original["source"].permute(1, 0, 2, 3)[:, background])
+    assert torch.allclose(out["source"][:3], out["driving"][:3], atol=1e-5), "portrait and driving frame share the colours"
+    assert torch.allclose(out["target"][:3], out["driving"][:3], atol=1e-5)
+    assert torch.equal(out["source"][3], original["source"][3]), "a cross-identity pair keeps its colours"
+    for i in range(3):
+        turns = [hue_turn(out["source"][i], original["source"][i], regions[i] == REGIONS.index(name)) for name in ("hair", "face", "body")]
+        assert len({round(t, 2) for t in turns}) == 3, f"pair {i}: hair, face and body get their own hue turns, got {turns}"
+    kept = PairAugmentation(jitter_p=0.0, affine_p=0.0, flip_p=0.0, part_hue=0.5, part_p=0.0)(original)
+    assert torch.equal(kept["source"], original["source"])
+
+
+def test_part_recolouring_needs_region_maps_and_a_hue_within_half_a_turn():
+    original = batch()
+    del original["driving_regions"]
+    with pytest.raises(ValueError, match="needs region maps.*driving_regions"):
+        PairAugmentation(part_hue=0.2)(original)
+    with pytest.raises(ValueError, match="part_hue must be in"):
+        PairAugmentation(part_hue=0.7)
 
 
 def test_training_with_augmentation_through_the_cli(tmp_path):
