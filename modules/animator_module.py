@@ -45,7 +45,7 @@ from modules.losses import (
     MotionLossKind,
     PerceptualLoss,
     descriptor_delta_loss,
-    pixel_error,
+    pyramid_error,
     region_error,
     region_mask,
     residual_tv_loss,
@@ -97,6 +97,8 @@ class AnimatorModule(LightningModule):
         reconstruction_beta: the reconstruction, identity and expression terms are smooth-L1 with this ``beta``
             (quadratic below it; images in ``[0, 1]``); 0 gives plain L1, which measurably trains copies of the
             portrait (see :func:`~modules.losses.pixel_error`).
+        reconstruction_scales: the reconstruction and identity terms average the error over a Gaussian pyramid of
+            this many levels (full size, ½, ¼, …; :func:`~modules.losses.pyramid_error`); 1: full size only.
         perceptual_weights: VGG-16 weights file; needed when ``losses.perceptual > 0``.
         adapt_movement_scale: in relative transfer, scale the driver's keypoint movement by the ratio of the
             portrait's keypoint spread to the driver's (FOMM's ``adapt_movement_scale``), so a small-faced driver
@@ -127,6 +129,7 @@ class AnimatorModule(LightningModule):
         motion_loss: MotionLossKind = "descriptor_delta",
         rgb_blur_sigma: float = 2.0,
         reconstruction_beta: float = 0.1,
+        reconstruction_scales: int = 1,
         perceptual_weights: str | None = None,
         adapt_movement_scale: bool = False,
         teacher_forcing: bool = False,
@@ -150,6 +153,10 @@ class AnimatorModule(LightningModule):
         if reconstruction_beta < 0:
             raise UserFacingError(f"model.reconstruction_beta must be non-negative (0: plain L1), got {reconstruction_beta}")
         self.reconstruction_beta = reconstruction_beta
+        if reconstruction_scales < 1 or image_size >> (reconstruction_scales - 1) < 4:
+            raise UserFacingError(f"model.reconstruction_scales must be at least 1 and leave the coarsest level at least 4 pixels "
+                                  f"(image_size {image_size}: at most {max(1, image_size.bit_length() - 2)}), got {reconstruction_scales}")
+        self.reconstruction_scales = reconstruction_scales
         if non_finite not in ("stop", "skip") or max_skipped_steps < 0:
             raise UserFacingError(f"model.non_finite must be 'stop' or 'skip' and max_skipped_steps ≥ 0, got {non_finite!r} and {max_skipped_steps}")
         self.non_finite, self.max_skipped_steps, self.skipped_steps = non_finite, max_skipped_steps, 0
@@ -207,10 +214,10 @@ class AnimatorModule(LightningModule):
         else:
             generated = self.backbone.generate(source, m_src, m_drv)
             prediction, identity = generated.prediction, None
-        beta = self.reconstruction_beta
-        terms = {"reconstruction": pixel_error(prediction, driving, beta).mean()}
+        beta, scales = self.reconstruction_beta, self.reconstruction_scales
+        terms = {"reconstruction": pyramid_error(prediction, driving, scales, beta)}
         if identity is not None:
-            terms["identity"] = pixel_error(identity, source, beta).mean()
+            terms["identity"] = pyramid_error(identity, source, scales, beta)
         if weights.tv > 0:
             terms["tv"] = residual_tv_loss(prediction, source)
         if weights.motion > 0:

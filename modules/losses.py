@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from kornia.filters import gaussian_blur2d
+from kornia.geometry.transform import build_pyramid
 from kornia.losses import total_variation
 from torch import Tensor, nn
 
@@ -71,6 +72,27 @@ def pixel_error(prediction: Tensor, target: Tensor, beta: float = 0.0) -> Tensor
     if beta <= 0:
         return (prediction - target).abs()
     return F.smooth_l1_loss(prediction, target, reduction="none", beta=beta)
+
+
+def pyramid_error(prediction: Tensor, target: Tensor, scales: int = 1, beta: float = 0.0) -> Tensor:
+    """:func:`pixel_error` averaged over a Gaussian image pyramid of ``scales`` levels (full size, ½, ¼, …; kornia's
+    ``build_pyramid``), each level's mean counting alike — FOMM's multi-scale reconstruction, with plain pixels
+    in place of VGG features. ``scales`` 1 is the mean pixel error.
+
+    At full size a misplaced warp is only told about the few pixels it misses; at coarser levels the error of a
+    displacement spreads over more of the blurred image, so motion that is far off still gets a gradient.
+
+    Args:
+        prediction, target: ``B×C×H×W`` in ``[0, 1]``.
+        scales: pyramid levels, ≥ 1; the coarsest is ``H / 2**(scales-1)`` pixels high.
+        beta: as for :func:`pixel_error`.
+    """
+    if scales < 1:
+        raise ValueError(f"scales must be at least 1, got {scales}")
+    if scales == 1:
+        return pixel_error(prediction, target, beta).mean()
+    levels = zip(build_pyramid(prediction, scales - 1), build_pyramid(target, scales - 1))
+    return torch.stack([pixel_error(p, t, beta).mean() for p, t in levels]).mean()
 
 
 def region_error(prediction: Tensor, target: Tensor, mask: Tensor, beta: float = 0.0, reduction: Literal["mean", "none"] = "mean") -> Tensor:

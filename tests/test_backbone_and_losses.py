@@ -6,7 +6,7 @@ import torch
 from core.errors import PretrainedWeightsError
 from modules.backbones import FiLMUNet
 from modules.descriptors import KeypointDescriptor, Motion, MotionSpec
-from modules.losses import LossWeights, PerceptualLoss, descriptor_delta_loss, residual_tv_loss, rgb_residual_motion_loss
+from modules.losses import LossWeights, PerceptualLoss, descriptor_delta_loss, pyramid_error, residual_tv_loss, rgb_residual_motion_loss
 
 
 def motion(batch: int, spec: MotionSpec, size: int = 8) -> Motion:
@@ -51,6 +51,19 @@ def test_loss_terms_vanish_exactly_when_they_should():
     assert descriptor_delta_loss(m_src, m_drv, m_src) == pytest.approx(((m_drv.vector - m_src.vector) ** 2).mean().item())
     with pytest.raises(ValueError, match="tv must be non-negative"):
         LossWeights(tv=-1.0)
+
+
+def test_pyramid_error_tells_a_near_miss_from_a_far_one():
+    """At full size a square moved past itself costs the same however far it went; a pyramid's coarse levels
+    still see the near miss overlap."""
+    target = torch.zeros(1, 1, 64, 64)
+    target[..., 20:28, 8:16] = 1.0
+    near, far = torch.roll(target, 12, dims=-1), torch.roll(target, 24, dims=-1)
+    assert pyramid_error(near, target, 1) == pyramid_error(far, target, 1) == (near - target).abs().mean()
+    assert pyramid_error(near, target, 4) < pyramid_error(far, target, 4)
+    assert pyramid_error(target, target, 4) == 0
+    with pytest.raises(ValueError, match="scales must be at least 1"):
+        pyramid_error(near, target, 0)
 
 
 def test_perceptual_loss_uses_local_vgg_weights(tmp_path):

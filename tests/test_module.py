@@ -8,6 +8,7 @@ import torch
 from core.errors import UserFacingError
 from datamodules import PuppetPairs
 from modules import AnimatorModule, LossWeights
+from modules.losses import pyramid_error
 from modules.backbones import FiLMUNet
 from modules.descriptors import KeypointDescriptor
 
@@ -51,6 +52,17 @@ def test_untrained_animator_reproduces_the_source(batch):
     assert terms["reconstruction"].item() == pytest.approx(smooth.item(), rel=1e-5)  # smooth-L1, β 0.1 by default
     plain, _ = make_module(reconstruction_beta=0.0).compute_losses(batch)
     assert plain["reconstruction"].item() == pytest.approx(difference.abs().mean().item(), rel=1e-5)
+    pyramid, _ = make_module(reconstruction_beta=0.0, reconstruction_scales=3).compute_losses(batch)
+    expected = pyramid_error(batch["source"], batch["driving"], 3)
+    assert pyramid["reconstruction"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert pyramid["reconstruction"] < plain["reconstruction"], "blurred levels differ less than full-size frames"
+
+
+@pytest.mark.parametrize("scales", [0, 5])
+def test_reconstruction_scales_must_leave_a_coarsest_level(scales):
+    make_module(reconstruction_scales=4)  # 32, 16, 8, 4
+    with pytest.raises(UserFacingError, match=rf"model.reconstruction_scales .* \(image_size 32: at most 4\), got {scales}"):
+        make_module(reconstruction_scales=scales)
 
 
 def test_motion_loss_on_the_prediction_does_not_train_the_descriptor(batch):
