@@ -12,7 +12,7 @@ from kornia.geometry import create_meshgrid
 from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS, default_parameters
 from datamodules.puppet import PuppetIdentity, render_puppet
 from modules.backbones import ExpressionPoseGenerator
-from modules.backbones.expression_pose import part_assignment_loss
+from modules.backbones.part_assignment import part_assignment_loss
 from modules.backbones.warping import sparse_motions
 from modules.descriptors import KeypointDescriptor, Motion, RigDescriptor
 from modules.descriptors.rig import normalise_rig_parameters, part_jacobians
@@ -141,8 +141,8 @@ def test_settings_that_cannot_work_are_refused():
         RigDescriptor(expression_jacobians=True, keypoint_weight=0.0)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         RigDescriptor(expression_jacobians=True, closed_eye_scale=0.0)
-    with pytest.raises(ValueError, match="named landmarks"):
-        ExpressionPoseGenerator(KeypointDescriptor(num_keypoints=4).spec, width=8, depth=2, part_weight=0.1)
+    with pytest.raises(ValueError, match="needs the keypoint flow"):
+        ExpressionPoseGenerator(KeypointDescriptor(num_keypoints=4).spec, width=8, depth=2, keypoint_flow=False, part_weight=0.1)
     rig = RigDescriptor(expression_jacobians=True)
     assert rig.spec.jacobians and rig.spec.keypoint_names == KEYPOINT_NAMES
     driven = rig.motion_from_vector(normalised(pose(ParamEyeLOpen=0.0)))

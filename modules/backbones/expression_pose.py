@@ -40,49 +40,10 @@ from torch import Tensor, nn
 from core.vocabulary import HEAD_REGIONS
 from modules.backbones.base import Generated
 from modules.backbones.film_unet import FiLMUNet, _group_norm
+from modules.backbones.part_assignment import part_assignment_loss
 from modules.backbones.warping import DenseMotion
 from modules.descriptors.base import Motion, MotionSpec
 from modules.losses import region_mask
-
-PART_LANDMARKS: dict[str, tuple[str, ...]] = {
-    "left_eye": ("left_eye", "left_iris"), "right_eye": ("right_eye", "right_iris"),
-    "left_brow": ("left_brow",), "right_brow": ("right_brow",),
-    "mouth": ("mouth_left", "mouth_right", "mouth_top", "mouth_bottom"),
-    "face": ("nose", "chin"), "hair": ("nose", "chin"),
-}
-"""Region → the landmarks (:data:`~core.vocabulary.KEYPOINT_NAMES`) whose motion should move its pixels: each
-eye, brow and the mouth its own; face and hair the rigid head's (nose, chin), never an eye's or the mouth's, whose
-Jacobians would squash or stretch them."""
-STILL_REGIONS: tuple[str, ...] = ("background", "body")
-"""Regions that should take the identity motion."""
-
-
-def part_assignment_loss(weights: Tensor, source_regions: Tensor, driving_regions: Tensor, keypoint_names: tuple[str, ...]) -> Tensor:
-    """Cross-entropy of a dense motion's per-pixel choice of sparse motions against the parts the region maps mark.
-
-    Args:
-        weights: ``B×(K+1)×h×w`` softmax weights over the identity (index 0) and the K keypoints' motions.
-        source_regions, driving_regions: ``B×H×W`` region maps (any ``H×W``, averaged down to ``h×w``).
-        keypoint_names: the K keypoints' names; a part whose landmarks are all missing is left out.
-
-    Returns:
-        The mean over marked pixels of ``−log Σ_{k ∈ part} w_k``: a region of :data:`PART_LANDMARKS` in either
-        frame (the eye being closed over must move with the eye) takes its landmarks' motions, background and body
-        that are so in both frames take the identity (a pixel in two parts counts for both). 0 with the graph kept
-        when nothing is marked.
-    """
-    size = weights.shape[-2:]
-    groups = [(region_mask(source_regions, (region,)).maximum(region_mask(driving_regions, (region,))),
-               [1 + keypoint_names.index(n) for n in names if n in keypoint_names]) for region, names in PART_LANDMARKS.items()]
-    groups.append((region_mask(source_regions, STILL_REGIONS) * region_mask(driving_regions, STILL_REGIONS), [0]))
-    total, area = weights.sum() * 0.0, weights.new_zeros(())
-    for mask, indices in groups:
-        if indices:
-            share = F.adaptive_avg_pool2d(mask, size)
-            total = total - (share * weights[:, indices].sum(1, keepdim=True).clamp_min(1e-6).log()).sum()
-            area = area + share.sum()
-    return total / area.clamp_min(1.0)
-
 
 class ExpressionPoseGenerator(FiLMUNet):
     """Head warp + expression synthesis on a FiLM U-Net trunk; works with every descriptor (it reads the motion
@@ -106,8 +67,10 @@ class ExpressionPoseGenerator(FiLMUNet):
         warp_mask_weight: weight of the binary cross-entropy between the warp mask and the head regions
             (``backbone/warp_mask``; needs region maps, 0 turns it off).
         change_outside_weight: weight of the mean change mask outside the head regions (``backbone/change_outside``).
-        part_weight: weight of :func:`part_assignment_loss` on the keypoint flow's motion weights (``backbone/parts``;
-            needs region maps and a descriptor with named landmarks, e.g. the rig descriptor; 0 turns it off).
+        part_weight: weight of :func:`~modules.backbones.part_assignment.part_assignment_loss` on the keypoint flow's
+            motion weights (``backbone/parts``; needs region maps and the keypoint flow: with named landmarks, e.g. the
+            rig descriptor's, each part moves with its own, with unsupervised keypoints the head moves and the rest
+            stays; 0 turns it off).
 
     ``generate`` returns the maps ``flow`` ``B×2×H×W`` (backward offsets before masking), ``warp_mask`` and ``change_mask``
     ``B×1×H×W`` in ``[0, 1]`` and ``warped`` ``B×C×H×W`` (the source after the masked warp, before synthesis); with
@@ -156,9 +119,9 @@ class ExpressionPoseGenerator(FiLMUNet):
         self._fine, self.synthesis = fine, synthesis
         self.motion_scale = motion_scale
         self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std) if keypoint_flow and motion.num_keypoints else None
-        if part_weight > 0 and (self.dense_motion is None or not motion.keypoint_names):
-            raise ValueError(f"part_weight={part_weight} needs the keypoint flow and a descriptor whose keypoints are named "
-                             "landmarks (modules.descriptors.RigDescriptor); set it to 0 for this descriptor")
+        if part_weight > 0 and self.dense_motion is None:
+            raise ValueError(f"part_weight={part_weight} needs the keypoint flow (keypoint_flow: true and a descriptor that "
+                             "locates points); set it to 0 for this descriptor")
         self.keypoint_names, self.part_weight = motion.keypoint_names, part_weight
 
     def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
@@ -185,7 +148,7 @@ class ExpressionPoseGenerator(FiLMUNet):
 
     def auxiliary_losses(self, generated: Generated, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``warp_mask`` (BCE against the head regions of source ∪ driving), ``change_outside`` (mean change mask
-        off the head) and ``parts`` (:func:`part_assignment_loss`), weighted; none without ``source_regions`` and
+        off the head) and ``parts`` (:func:`~modules.backbones.part_assignment.part_assignment_loss`), weighted; none without ``source_regions`` and
         ``driving_regions``."""
         if "source_regions" not in batch or "driving_regions" not in batch:
             return {}

@@ -10,7 +10,8 @@ from kornia.geometry.subpix import render_gaussian2d
 from kornia.geometry.transform import warp_points_tps
 from torch import Tensor, nn
 
-from modules.backbones.base import AnimatorBackbone
+from modules.backbones.base import AnimatorBackbone, Generated
+from modules.backbones.part_assignment import part_assignment_loss
 from modules.descriptors.base import Motion, MotionSpec
 
 
@@ -183,17 +184,26 @@ class WarpingGenerator(AnimatorBackbone):
         points_per_spline: 0 for FOMM's sparse motions (one first-order motion per keypoint, with the descriptor's
             Jacobians where it gives them); ``N ≥ 3`` for TPSMM's (one thin-plate spline per group of ``N``
             keypoints; the descriptor's keypoint count must be a multiple of ``N`` and it must give no Jacobians).
+        part_weight: weight of :func:`~modules.backbones.part_assignment.part_assignment_loss` on the dense motion's
+            weights of the sparse motions (``backbone/parts``; needs region maps in the batch, none is computed
+            without): background and body stay, the head moves — with named landmarks (a landmark-supervised or
+            rig descriptor) each eye, brow and the mouth with its own. 0 turns it off.
+
+    ``generate`` returns the map ``motion_weights`` ``B×(M+1)×h×w``: the dense motion's softmax weights of the identity
+    (0) and the sparse motions at ``motion_scale`` of the image size.
 
     Raises:
         ValueError: the descriptor gives no keypoints (e.g. a grid-pooled ViT); use the FiLM U-Net for it. Or
             spline motions with a descriptor that gives Jacobians (they would be ignored) or a keypoint count
-            they do not divide.
+            they do not divide. Or a negative ``part_weight``, or a positive one with spline motions (their weights
+            are per group of keypoints, not per landmark).
     """
 
     size_multiple = 4
 
     def __init__(self, motion: MotionSpec, channels: int = 3, width: int = 32, motion_width: int = 32,
-                 motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2, points_per_spline: int = 0) -> None:
+                 motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2, points_per_spline: int = 0,
+                 part_weight: float = 0.0) -> None:
         super().__init__()
         if motion.num_keypoints < 1:
             raise ValueError(
@@ -203,7 +213,10 @@ class WarpingGenerator(AnimatorBackbone):
         if points_per_spline and motion.jacobians:
             raise ValueError("WarpingGenerator with points_per_spline > 0 moves keypoints by thin-plate splines and would ignore "
                              "the descriptor's Jacobians; set the descriptor's jacobians: false")
-        self.motion_scale = motion_scale
+        if part_weight < 0 or (part_weight > 0 and points_per_spline):
+            raise ValueError(f"part_weight must be non-negative and needs FOMM's sparse motions (points_per_spline: 0), got "
+                             f"part_weight={part_weight} with points_per_spline={points_per_spline}")
+        self.motion_scale, self.part_weight, self.keypoint_names = motion_scale, part_weight, motion.keypoint_names
         self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std, points_per_spline)
         self.encoder = nn.Sequential(
             _block(channels, width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), _block(2 * width, 2 * width),
@@ -218,9 +231,9 @@ class WarpingGenerator(AnimatorBackbone):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+    def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
         self.check_size(*source.shape[-2:])
-        flow, occlusion, _ = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
+        flow, occlusion, weights = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
         features = self.encoder(source)
         quarter = features.shape[-2:]
         flow_quarter = F.interpolate(flow.permute(0, 3, 1, 2), size=quarter, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
@@ -228,4 +241,15 @@ class WarpingGenerator(AnimatorBackbone):
         warped = warped * F.interpolate(occlusion, size=quarter, mode="bilinear", align_corners=False)
         decoded = self.decoder(self.blocks(warped))
         warped_image = F.grid_sample(source, flow, align_corners=True, padding_mode="border")
-        return warped_image + self.head(torch.cat([decoded, warped_image * occlusion], 1))
+        return Generated(warped_image + self.head(torch.cat([decoded, warped_image * occlusion], 1)), {"motion_weights": weights})
+
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
+        return self.generate(source, source_motion, driving_motion).prediction
+
+    def auxiliary_losses(self, generated: Generated, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``parts`` (:func:`~modules.backbones.part_assignment.part_assignment_loss`), weighted; none with
+        ``part_weight`` 0 or without ``source_regions`` and ``driving_regions``."""
+        if self.part_weight <= 0 or "source_regions" not in batch or "driving_regions" not in batch:
+            return {}
+        return {"parts": self.part_weight * part_assignment_loss(
+            generated.maps["motion_weights"], batch["source_regions"], batch["driving_regions"], self.keypoint_names)}
