@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from core.vocabulary import HEAD_REGIONS, KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS, default_parameters
 from datamodules.puppet import PuppetIdentity, render_puppet
-from modules.backbones import WarpingGenerator
+from modules.backbones import ExpressionPoseGenerator, WarpingGenerator
 from modules.backbones.part_assignment import STILL_REGIONS, part_assignment_loss
 from modules.descriptors import KeypointDescriptor, Motion
 from modules.losses import region_mask
@@ -95,3 +95,13 @@ def test_the_part_loss_is_asked_for_and_refused_clearly():
         WarpingGenerator(spec, part_weight=-1.0)
     with pytest.raises(ValueError, match="points_per_spline"):
         WarpingGenerator(KeypointDescriptor(num_keypoints=10, jacobians=False).spec, points_per_spline=5, part_weight=0.1)
+
+
+def test_the_expression_pose_generator_takes_the_part_loss_with_unsupervised_keypoints_too():
+    batch = _puppet_pairs()
+    descriptor = KeypointDescriptor(num_keypoints=len(KEYPOINT_NAMES))  # unnamed keypoints
+    net = ExpressionPoseGenerator(descriptor.spec, width=8, depth=2, motion_scale=0.5, part_weight=0.5)
+    m_src, m_drv = (descriptor.motion_from_vector(batch[k].flatten(1)) for k in ("source_keypoints", "driving_keypoints"))
+    generated = net.generate(batch["source"], m_src, m_drv)
+    expected = 0.5 * part_assignment_loss(generated.maps["motion_weights"], batch["source_regions"], batch["driving_regions"])
+    assert net.auxiliary_losses(generated, batch)["parts"].item() == pytest.approx(expected.item(), rel=1e-6)
