@@ -22,6 +22,7 @@ BACKBONES = {
     "film_residual": partial(FiLMUNet, width=8, depth=2, embed_dim=16),
     "film_convnext": partial(FiLMUNet, width=8, depth=2, embed_dim=16, block="convnext"),
     "warping": partial(WarpingGenerator, width=8, motion_width=8, num_blocks=1),
+    "warp_only": partial(WarpingGenerator, motion_width=8, refine=False),
 }
 EXPECTED_DESCRIPTOR_LOSSES = {"keypoints": {"equivariance", "jacobian"}, "semantic": {"segmentation"}, "vit_grid": set(), "vit_semantic": {"segmentation"}}
 
@@ -36,7 +37,7 @@ def batch() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("descriptor", DESCRIPTORS)
 def test_descriptor_and_backbone_train_together(descriptor, backbone, batch):
     torch.manual_seed(0)
-    if backbone == "warping" and descriptor == "vit_grid":
+    if backbone in ("warping", "warp_only") and descriptor == "vit_grid":
         with pytest.raises(ValueError, match="needs a descriptor that locates points"):
             AnimatorModule(DESCRIPTORS[descriptor](), BACKBONES[backbone], image_size=64, losses=LossWeights(motion=0.01))
         return
@@ -55,9 +56,10 @@ def test_descriptor_and_backbone_train_together(descriptor, backbone, batch):
     assert ("descriptor" in moved) == module.descriptor.trainable
 
 
-def test_warping_generator_moves_the_image_with_the_keypoints():
+@pytest.mark.parametrize("refine", [True, False])
+def test_warping_generator_moves_the_image_with_the_keypoints(refine):
     torch.manual_seed(0)
-    net = WarpingGenerator(KeypointDescriptor(num_keypoints=3).spec, width=8, motion_width=8)
+    net = WarpingGenerator(KeypointDescriptor(num_keypoints=3).spec, width=8, motion_width=8, refine=refine)
     source = torch.rand(1, 3, 32, 32)
     keypoints = torch.rand(1, 3, 2) - 0.5
     still = net(source, Motion(torch.zeros(1, 6), keypoints=keypoints), Motion(torch.zeros(1, 6), keypoints=keypoints))
@@ -68,6 +70,31 @@ def test_warping_generator_moves_the_image_with_the_keypoints():
     shift = 4 * 2 / 31  # 4 pixels in normalised units (align_corners=True)
     moved = net(source, Motion(torch.zeros(1, 6), keypoints=keypoints), Motion(torch.zeros(1, 6), keypoints=keypoints + torch.tensor([shift, 0.0])))
     assert torch.allclose(moved[..., 8:24, 12:28], source[..., 8:24, 8:24], atol=1e-3), "keypoints moved 4 px right: so does the image"
+
+
+def test_warp_only_generator_is_the_refined_one_without_its_correction():
+    torch.manual_seed(0)
+    spec = KeypointDescriptor(num_keypoints=4, jacobians=True).spec
+    refined = WarpingGenerator(spec, width=8, motion_width=8)
+    warp_only = WarpingGenerator(spec, motion_width=8, refine=False)
+    assert warp_only.dense_motion.occlusion is None and not hasattr(warp_only, "encoder") and not hasattr(warp_only, "head")
+    own = {k: v for k, v in refined.dense_motion.state_dict().items() if not k.startswith("occlusion.")}
+    warp_only.dense_motion.load_state_dict(own)  # everything but the occlusion head is shared
+    source = torch.rand(2, 3, 32, 32)
+    jacobians = torch.eye(2) + 0.1 * torch.randn(2, 4, 2, 2)
+    source_motion = Motion(torch.zeros(2, 8), keypoints=torch.rand(2, 4, 2) - 0.5, jacobians=jacobians)
+    driving_motion = Motion(torch.zeros(2, 8), keypoints=torch.rand(2, 4, 2) - 0.5, jacobians=jacobians.flip(1))
+    flow, _, _ = refined.dense_motion.at_image_size(source, source_motion, driving_motion, refined.motion_scale)
+    warped = torch.nn.functional.grid_sample(source, flow, align_corners=True, padding_mode="border")
+    prediction = warp_only(source, source_motion, driving_motion)
+    assert (prediction - source).abs().mean() > 0.05, "different motions move pixels"
+    assert torch.equal(prediction, warped), "the warp-only prediction is the dense motion's warp of the source"
+    assert torch.allclose(refined(source, source_motion, driving_motion), warped, atol=1e-6), "an untrained correction is zero"
+    with torch.no_grad():
+        refined.head.bias.fill_(0.1)
+    assert not torch.allclose(refined(source, source_motion, driving_motion), warped, atol=1e-3), "the refined one adds its correction"
+    warp_only(source, source_motion, driving_motion).sum().backward()
+    assert all(p.grad is not None for p in warp_only.parameters()), "no parameter goes unused (DDP needs every one)"
 
 
 def test_semantic_descriptor_statistics_follow_its_maps():

@@ -1,5 +1,6 @@
 """``WarpingGenerator``: FOMM/TPSMM-style animation by warping — sparse keypoint motions combined into a dense
-motion field with an occlusion map, source features warped by it and decoded."""
+motion field with an occlusion map, source features warped by it and decoded (or, with ``refine`` off, the
+portrait warped by the dense motion alone)."""
 
 from __future__ import annotations
 
@@ -98,13 +99,14 @@ class DenseMotion(nn.Module):
     ``points_per_spline > 0`` TPSMM's, one thin-plate spline per group of that many keypoints
     (:func:`spline_motions`). Input per location: for every sparse motion the source warped by it, and the
     difference of the driving and source Gaussians of every keypoint; output: softmax weights over the motions
-    (the identity first) and a sigmoid occlusion map.
+    (the identity first) and, with ``occlusion`` (the default), a sigmoid occlusion map.
 
     Raises:
         ValueError: ``num_keypoints`` is not a multiple of ``points_per_spline``, or a group has under 3 points.
     """
 
-    def __init__(self, num_keypoints: int, channels: int, width: int, keypoint_std: float, points_per_spline: int = 0) -> None:
+    def __init__(self, num_keypoints: int, channels: int, width: int, keypoint_std: float, points_per_spline: int = 0,
+                 occlusion: bool = True) -> None:
         super().__init__()
         if points_per_spline and (points_per_spline < 3 or num_keypoints % points_per_spline):
             raise ValueError(f"thin-plate-spline motions need groups of at least 3 keypoints that divide the descriptor's "
@@ -115,10 +117,11 @@ class DenseMotion(nn.Module):
         self.down1, self.down2 = _block(inputs, width), _block(width, 2 * width)
         self.up1, self.up0 = _block(2 * width + width, width), _block(width + inputs, width)
         self.mask = nn.Conv2d(width, motions, 7, padding=3)
-        self.occlusion = nn.Conv2d(width, 1, 7, padding=3)
+        self.occlusion = nn.Conv2d(width, 1, 7, padding=3) if occlusion else None
 
-    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor, Tensor]:
-        """Dense flow ``B×h×w×2`` (normalised sampling grid), occlusion ``B×1×h×w`` in ``[0, 1]`` and the weights
+    def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Dense flow ``B×h×w×2`` (normalised sampling grid), occlusion ``B×1×h×w`` in ``[0, 1]`` (``None`` when built
+        without it) and the weights
         ``B×(M+1)×h×w`` of the sparse motions (softmax over them; 0 is the identity) at the resolution of
         ``source`` (``B×C×h×w``)."""
         batch, channels, height, width = source.shape
@@ -139,16 +142,18 @@ class DenseMotion(nn.Module):
         u0 = self.up0(torch.cat([F.interpolate(u1, size=x.shape[-2:], mode="nearest"), x], 1))
         mask = self.mask(u0).softmax(dim=1)  # B×(K+1)×h×w
         dense = (mask[..., None] * flows).sum(dim=1)
-        return dense, torch.sigmoid(self.occlusion(u0)), mask
+        return dense, None if self.occlusion is None else torch.sigmoid(self.occlusion(u0)), mask
 
-    def at_image_size(self, source: Tensor, source_motion: Motion, driving_motion: Motion, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    def at_image_size(self, source: Tensor, source_motion: Motion, driving_motion: Motion, scale: float) -> tuple[Tensor, Tensor | None, Tensor]:
         """:meth:`forward` on ``source`` ``B×C×H×W`` reduced to ``scale`` of its size (antialiased), with the flow
         ``B×H×W×2`` and occlusion ``B×1×H×W`` brought back to ``H×W`` (the weights stay at the reduced size)."""
         small = F.interpolate(source, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
         flow, occlusion, weights = self(small, source_motion, driving_motion)
         size = source.shape[-2:]
         flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
-        return flow, F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False), weights
+        if occlusion is not None:
+            occlusion = F.interpolate(occlusion, size=size, mode="bilinear", align_corners=False)
+        return flow, occlusion, weights
 
 
 class ResBlock(nn.Module):
@@ -172,6 +177,13 @@ class WarpingGenerator(AnimatorBackbone):
     resolution) are warped by it and masked by the occlusion map, refined by residual blocks and decoded into a
     correction of the warped source image: ``prediction = warp(source) + decoder(...)`` (the correction starts
     at zero, so an untrained generator already moves pixels with the keypoints).
+
+    With ``refine`` off the prediction is the warped source alone: no encoder, occlusion map, residual blocks or
+    decoder (a tenth of the parameters). Trained with plain L1 on Live2D clips at 64², the refined generator learns
+    to switch its correction off (its occlusion map ≈ 0.001–0.003 everywhere, the prediction equal to the warped
+    source to five digits), yet the correction's networks take ~90 % of its time at 256². Without them it trains
+    ~2.5× as many steps per second and animates 256² ~6× as fast; at equal steps self-reenactment matches, at
+    equal time it is worse (README, Quality).
 
     Args:
         motion: what the descriptor emits (given by the AnimatorModule); needs ``num_keypoints > 0``.
@@ -197,13 +209,15 @@ class WarpingGenerator(AnimatorBackbone):
             spline motions with a descriptor that gives Jacobians (they would be ignored) or a keypoint count
             they do not divide. Or a negative ``part_weight``, or a positive one with spline motions (their weights
             are per group of keypoints, not per landmark).
+        refine: decode the warped, occlusion-masked source features into a correction of the warped source (FOMM's
+            generator); ``False``: the warped source is the prediction.
     """
 
     size_multiple = 4
 
     def __init__(self, motion: MotionSpec, channels: int = 3, width: int = 32, motion_width: int = 32,
                  motion_scale: float = 0.25, keypoint_std: float = 0.1, num_blocks: int = 2, points_per_spline: int = 0,
-                 part_weight: float = 0.0) -> None:
+                 part_weight: float = 0.0, refine: bool = True) -> None:
         super().__init__()
         if motion.num_keypoints < 1:
             raise ValueError(
@@ -217,7 +231,13 @@ class WarpingGenerator(AnimatorBackbone):
             raise ValueError(f"part_weight must be non-negative and needs FOMM's sparse motions (points_per_spline: 0), got "
                              f"part_weight={part_weight} with points_per_spline={points_per_spline}")
         self.motion_scale, self.part_weight, self.keypoint_names = motion_scale, part_weight, motion.keypoint_names
-        self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std, points_per_spline)
+        self.refine = refine
+        self.dense_motion = DenseMotion(motion.num_keypoints, channels, motion_width, keypoint_std, points_per_spline, occlusion=refine)
+        if refine:
+            self._build_refinement(channels, width, num_blocks)
+
+    def _build_refinement(self, channels: int, width: int, num_blocks: int) -> None:
+        """The encoder, residual blocks, decoder and zero-initialised head of the correction."""
         self.encoder = nn.Sequential(
             _block(channels, width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), _block(2 * width, 2 * width),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), _block(4 * width, 4 * width),
@@ -234,13 +254,15 @@ class WarpingGenerator(AnimatorBackbone):
     def generate(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Generated:
         self.check_size(*source.shape[-2:])
         flow, occlusion, weights = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
+        warped_image = F.grid_sample(source, flow, align_corners=True, padding_mode="border")
+        if occlusion is None:
+            return Generated(warped_image, {"motion_weights": weights})
         features = self.encoder(source)
         quarter = features.shape[-2:]
         flow_quarter = F.interpolate(flow.permute(0, 3, 1, 2), size=quarter, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
         warped = F.grid_sample(features, flow_quarter, align_corners=True, padding_mode="border")
         warped = warped * F.interpolate(occlusion, size=quarter, mode="bilinear", align_corners=False)
         decoded = self.decoder(self.blocks(warped))
-        warped_image = F.grid_sample(source, flow, align_corners=True, padding_mode="border")
         return Generated(warped_image + self.head(torch.cat([decoded, warped_image * occlusion], 1)), {"motion_weights": weights})
 
     def forward(self, source: Tensor, source_motion: Motion, driving_motion: Motion) -> Tensor:
