@@ -180,10 +180,10 @@ class WarpingGenerator(AnimatorBackbone):
 
     With ``refine`` off the prediction is the warped source alone: no encoder, occlusion map, residual blocks or
     decoder (a tenth of the parameters). Trained with plain L1 on Live2D clips at 64², the refined generator learns
-    to switch its correction off (its occlusion map ≈ 0.001–0.003 everywhere, the prediction equal to the warped
-    source to five digits), yet the correction's networks take ~90 % of its time at 256². Without them it trains
-    ~2.5× as many steps per second and animates 256² ~6× as fast; at equal steps self-reenactment matches, at
-    equal time it is worse (README, Quality).
+    to switch its correction off (its occlusion map averages 0.003–0.006, the prediction equals the warped source to
+    five digits), yet the correction's networks take ~90 % of its time at 256². Without them it trains ~2.5× as
+    many steps per second and animates 256² 5–6× as fast; at equal steps self-reenactment matches, at equal time
+    it is worse (README, Quality).
 
     Args:
         motion: what the descriptor emits (given by the AnimatorModule); needs ``num_keypoints > 0``.
@@ -210,7 +210,7 @@ class WarpingGenerator(AnimatorBackbone):
             they do not divide. Or a negative ``part_weight``, or a positive one with spline motions (their weights
             are per group of keypoints, not per landmark).
         refine: decode the warped, occlusion-masked source features into a correction of the warped source (FOMM's
-            generator); ``False``: the warped source is the prediction.
+            generator); ``False``: the warped source is the prediction (``width`` and ``num_blocks`` are then unused).
     """
 
     size_multiple = 4
@@ -255,7 +255,7 @@ class WarpingGenerator(AnimatorBackbone):
         self.check_size(*source.shape[-2:])
         flow, occlusion, weights = self.dense_motion.at_image_size(source, source_motion, driving_motion, self.motion_scale)
         warped_image = F.grid_sample(source, flow, align_corners=True, padding_mode="border")
-        if occlusion is None:
+        if not self.refine:
             return Generated(warped_image, {"motion_weights": weights})
         features = self.encoder(source)
         quarter = features.shape[-2:]
