@@ -15,7 +15,9 @@ Scores, on the held-out characters only (``datamodules.protocols``):
 * **self** — a clip's first frame is the portrait, every frame drives it, the frame is the target;
 * **cross** — held-out character A's neutral frame is the portrait, another character B's frame t of a shared
   trajectory drives, A rendered at B's parameters is the target; ``abs`` uses B's motion as is, ``rel`` its
-  change since its first frame, ``rel+scale`` that change scaled to the portrait's keypoint spread;
+  change since its first frame, ``rel+scale`` that change scaled to the portrait's keypoint spread; the headline
+  table gives the relative transfer ``animate`` uses for that model (``rel``, or ``rel+scale`` where the model sets
+  ``adapt_movement_scale``) averaged over the portraits and for the worst one, as the target is per portrait;
 * **floor** — the no-motion answer (output = portrait) on the same items; ``under`` = 1 − L1 / floor;
 * **face** — L1 over the target's eye, brow and mouth pixels (its region map) and the same floor;
 * **flow ceiling** — the portrait warped onto the target by classical optical flow computed *from the target*
@@ -29,8 +31,8 @@ Scores, on the held-out characters only (``datamodules.protocols``):
 
 Writes ``quality.json``, each run's trained model (``<run>.ckpt``, a Lightning checkpoint for ``cli.py test`` or
 ``animate``) and one strip PNG per run (rows: per held-out character the frames with the most closed eyes, the
-most open mouth and the largest head turn — self, then cross; columns: portrait | driving | output | target)
-into ``--out``.
+most open mouth and the largest head turn — self, then cross; columns: portrait | driving | output | target, the
+cross output in ``animate``'s transfer) into ``--out``.
 """
 
 from __future__ import annotations
@@ -256,9 +258,15 @@ def evaluate(model, datamodule, clips: int, frames: int, flow_ceiling: bool = Tr
             rows.setdefault("params", []).append(batch["driving_params"].cpu())
             for key in ("source", "driving", "target"):
                 rows.setdefault(f"image/{key}", []).append(batch[key].cpu())
-            rows.setdefault("image/output", []).append((outputs["rel+scale"] if protocol == "cross" else outputs["abs"]).cpu())
+            rows.setdefault("image/output", []).append((outputs[transfer_kind(model)] if protocol == "cross" else outputs["abs"]).cpu())
         items[protocol] = {k: (v if k == "character" else torch.cat(v)) for k, v in rows.items()}
     return items
+
+
+def transfer_kind(model) -> str:
+    """The cross-identity kind that ``animate`` (relative by default) gives with ``model``: ``rel+scale`` where the
+    model adapts the movement scale, else ``rel``."""
+    return "rel+scale" if model.adapt_movement_scale else "rel"
 
 
 def summarise(items: dict) -> dict[str, float]:
@@ -332,7 +340,8 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> None:
 
 def print_table(results: list[dict], held_out: list[str]) -> None:
     """Markdown tables (after the floors and the flow ceiling, scored with the first run): self/face against their
-    floors, cross-identity per held-out character, and (for parameter descriptors) the scores when driven by the true
+    floors with cross-identity in ``animate``'s transfer (mean and worst portrait), cross-identity per held-out
+    character in every transfer, and (for parameter descriptors) the scores when driven by the true
     parameters."""
     first = results[0]["scores"]
     print(f"\nheld-out characters: {', '.join(held_out)}; floors: self {first['self/l1/floor']:.4f}, "
@@ -345,9 +354,15 @@ def print_table(results: list[dict], held_out: list[str]) -> None:
         suffix = f"/{character}" if character else ""
         return under(s[f"{protocol}/{metric}/{kind}{suffix}"], s[f"{protocol}/{metric}/floor{suffix}"])
 
-    markdown_table(["run", "steps", "self L1 (under floor)", "face L1, self", "face L1, cross rel+scale", "fps 256²"],
+    def worst(s: dict, kind: str) -> str:
+        character = max(held_out, key=lambda c: s[f"cross/l1/{kind}/{c}"] / s[f"cross/l1/floor/{c}"])
+        return f"{cell(s, 'cross', 'l1', kind, character)} {character}"
+
+    markdown_table(["run", "steps", "self L1 (under floor)", "face L1, self", "cross (animate's transfer)", "worst portrait",
+                    "face L1, cross", "fps 256²"],
                    [[r["name"], str(r["steps"]), cell(r["scores"], "self", "l1", "abs"), cell(r["scores"], "self", "face", "abs"),
-                     cell(r["scores"], "cross", "face", "rel+scale"), f"{r['fps']:.1f}"] for r in results])
+                     f"{r['cross_kind']}: {cell(r['scores'], 'cross', 'l1', r['cross_kind'])}", worst(r["scores"], r["cross_kind"]),
+                     cell(r["scores"], "cross", "face", r["cross_kind"]), f"{r['fps']:.1f}"] for r in results])
     markdown_table(["run", "portrait", "cross floor", "abs", "rel", "rel+scale"],
                    [[r["name"], c, f"{r['scores'][f'cross/l1/floor/{c}']:.4f}", *(cell(r["scores"], "cross", "l1", k, c) for k in ("abs", "rel", "rel+scale"))]
                     for r in results for c in held_out])
@@ -400,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
             write_strip(items, strips, args.out / f"strip_{run.name}.png")
             fps = frames_per_second(model, args.fps_size)
             evaluation_guess = time.monotonic() - started
-            results.append({"name": run.name, "configs": run.configs, "overrides": run.overrides, "steps": steps, "fps": fps, "scores": summarise(items)})
+            results.append({"name": run.name, "configs": run.configs, "overrides": run.overrides, "steps": steps, "fps": fps,
+                            "cross_kind": transfer_kind(model), "scores": summarise(items)})
             print(f"{label}: {steps} steps; self L1 {results[-1]['scores']['self/l1/abs']:.4f} (floor {results[-1]['scores']['self/l1/floor']:.4f})", flush=True)
             settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
             atomic_write_text(args.out / "quality.json", json.dumps({"settings": settings, "strip_rows": strips, "results": results}, indent=1))

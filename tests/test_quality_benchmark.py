@@ -3,6 +3,7 @@ scores against the no-motion floor, strips, and one-line errors before anything 
 
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
             for kind in ("floor", "abs", "rel", "rel+scale"):
                 assert 0 < scores[f"cross/l1/{kind}/{character}"] < 1, (kind, character)
         assert scores["self/l1/floor"] > 0 and scores["self/face/floor"] > scores["self/l1/floor"], "expression pixels change most"
+        assert result["cross_kind"] == "rel", "animate's default transfer: relative, without the movement scale"
     first, second = (r["scores"] for r in report["results"])
     assert first["self/l1/flow"] < first["self/l1/floor"] and first["cross/l1/flow"] < first["cross/l1/floor"], "a warp that reads the target beats the copy"
     assert not any(key.endswith("/flow") or "/flow/" in key for key in second), "the model-free ceiling is scored once"
@@ -47,6 +49,9 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
     assert strip.size[0] > strip.size[1] / 12 * 3, "four columns, twelve rows"
     assert len(report["strip_rows"]) == 12 and {p for p, _ in report["strip_rows"]} == {"self", "cross"}
     printed = capsys.readouterr().out
+    headline = next(line for line in printed.splitlines() if line.startswith("| kp | "))
+    worst = max("CD", key=lambda c: second[f"cross/l1/rel/{c}"] / second[f"cross/l1/floor/{c}"])
+    assert "| rel: " in headline and f"%) {worst} |" in headline, "the headline names the worst portrait in animate's transfer"
     assert "a warp that reads the target" in printed and "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
 
 
@@ -56,6 +61,11 @@ def test_floor_is_the_portrait_itself(clips):
     scores = quality.summarise({"self": rows})
     assert scores["self/l1/floor"] == pytest.approx(0.2) and scores["self/face/floor"] == pytest.approx(0.2), "empty face masks are left out"
     assert scores["self/l1/abs/C"] == pytest.approx(0.05) and quality.under(0.05, 0.1) == "0.0500 (+50 %)"
+
+
+def test_cross_identity_is_headlined_in_the_transfer_animate_uses():
+    assert quality.transfer_kind(SimpleNamespace(adapt_movement_scale=True)) == "rel+scale"
+    assert quality.transfer_kind(SimpleNamespace(adapt_movement_scale=False)) == "rel"
 
 
 def test_the_flow_ceiling_moves_the_portrait_onto_the_target_and_cannot_invent_what_it_lacks():
