@@ -17,7 +17,7 @@ Scores, on the held-out characters only (``datamodules.protocols``):
   trajectory drives, A rendered at B's parameters is the target; ``abs`` uses B's motion as is, ``rel`` its
   change since its first frame, ``rel+scale`` that change scaled to the portrait's keypoint spread; the headline
   table gives the relative transfer ``animate`` uses for that model (``rel``, or ``rel+scale`` where the model sets
-  ``adapt_movement_scale``) averaged over the portraits and for the worst one, as the target is per portrait;
+  ``adapt_movement_scale``) over all items and for the worst portrait, as the target is per portrait;
 * **floor** — the no-motion answer (output = portrait) on the same items; ``under`` = 1 − L1 / floor;
 * **face** — L1 over the target's eye, brow and mouth pixels (its region map) and the same floor;
 * **flow ceiling** — the portrait warped onto the target by classical optical flow computed *from the target*
