@@ -155,17 +155,23 @@ class Animation:
         with torch.no_grad():
             self.portrait = animator.prepare(portrait)
         self.first: Motion | None = None
+        self.first_frame: torch.Tensor | None = None
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         """The animated portrait (``S×S×3`` uint8) for a driving frame ``H×W×3``; ``None`` until motion is known."""
         size = self.portrait.image.shape[-1]
-        motion = self.human(rgb) if self.human else self.animator.describe(to_tensor(square(rgb, size)))
-        if motion is None:
-            return None
-        self.first = self.first or motion
-        reference = self.human.reference() if self.human else self.first
-        result = self.animator.animate_motion(self.portrait, motion, reference if self.relative else None)
+        if self.human:
+            motion = self.human(rgb)
+            if motion is None:
+                return None
+            result = self.animator.animate_motion(self.portrait, motion, self.human.reference() if self.relative else None)
+        else:
+            frame = to_tensor(square(rgb, size))
+            if self.first is None:
+                self.first, self.first_frame = self.animator.describe(frame), frame
+            reference, reference_frame = (self.first, self.first_frame) if self.relative else (None, None)
+            result = self.animator.animate_frame(self.portrait, frame, reference, reference_frame=reference_frame)
         return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 

@@ -25,7 +25,7 @@ Inference, the one API commands, benchmarks and export use (a stream of driving 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -40,6 +40,7 @@ from core.errors import CheckpointError, NonFiniteError, UserFacingError
 from core.vocabulary import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
 from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
+from modules.registration import affine_keypoint, reference_keypoint, register_affine
 from modules.losses import (
     LossWeights,
     MotionLossKind,
@@ -110,6 +111,12 @@ class AnimatorModule(LightningModule):
             parameters (:class:`~modules.descriptors.RigDescriptor`); the descriptor keeps learning from its own
             losses. The backbone then learns what a parameter change looks like from exact values, not from a
             reading that is still wrong early in training.
+        registration: add to the descriptor's keypoints one whose first-order motion is the affine that registers the
+            driving frame with its reference (the portrait; in relative transfer the driver's first frame) by
+            OpenCV's ECC (:mod:`modules.registration`): a global motion that does not depend on recognising the
+            character. Needs a descriptor with keypoints and Jacobians and a backbone that reads them (the warping
+            generator). Driving by motion alone (a human face through the adapter, a parameter vector) has no frame
+            to register, so there the added keypoint stays still.
         non_finite: what a NaN or infinite loss term or gradient does: ``"stop"`` ends training with a message naming
             the step and the terms (nothing is saved from it), ``"skip"`` leaves the step out (no update) and counts
             it (``train/skipped_steps``), stopping after ``max_skipped_steps``. Either way no checkpoint with
@@ -133,6 +140,7 @@ class AnimatorModule(LightningModule):
         perceptual_weights: str | None = None,
         adapt_movement_scale: bool = False,
         teacher_forcing: bool = False,
+        registration: bool = False,
         non_finite: NonFinitePolicy = "stop",
         max_skipped_steps: int = 20,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -140,7 +148,16 @@ class AnimatorModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.descriptor = descriptor
-        self.backbone = backbone(descriptor.spec, channels)
+        spec = descriptor.spec
+        if registration:
+            if not spec.num_keypoints or not spec.jacobians:
+                raise UserFacingError(f"model.registration needs a descriptor with keypoints and Jacobians (KeypointDescriptor with "
+                                      f"jacobians: true), not {type(descriptor).__name__} with {spec.num_keypoints} keypoints and "
+                                      f"jacobians={spec.jacobians}")
+            spec = replace(spec, num_keypoints=spec.num_keypoints + 1,
+                           keypoint_names=spec.keypoint_names + ("registered",) if spec.keypoint_names else ())
+        self.registration = registration
+        self.backbone = backbone(spec, channels)
         self.backbone.check_size(image_size, image_size)
         self.adapter = adapter
         self.image_size, self.channels = image_size, channels
@@ -183,11 +200,25 @@ class AnimatorModule(LightningModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.descriptor.trainable):
             return self.descriptor(frames)
 
+    def registered(self, motion: Motion, frames: Tensor | None = None, references: Tensor | None = None) -> Motion:
+        """``motion`` with the registration keypoint appended when the module has ``registration`` and the motion
+        lacks it (unchanged otherwise): that of ``frames`` registered with ``references`` (``B×3×H×W``; a single
+        reference serves every frame), or without frames the reference's own — the centre with the identity
+        Jacobian, which is also what a motion from a vector (a human face, parameters) gets: nothing to register."""
+        if not self.registration or motion.keypoints.shape[1] > self.descriptor.spec.num_keypoints:
+            return motion
+        if frames is None:
+            keypoint, jacobian = reference_keypoint(len(motion.vector), motion.vector.device, motion.vector.dtype)
+        else:
+            affine, _ = register_affine(references.expand_as(frames), frames)
+            keypoint, jacobian = affine_keypoint(affine)
+        return replace(motion, keypoints=torch.cat([motion.keypoints, keypoint], 1), jacobians=torch.cat([motion.jacobians, jacobian], 1))
+
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
         """Animate ``source`` to the pose of ``driving`` (both ``B×3×H×W`` in ``[0, 1]``); unclamped."""
         motion = self.describe(torch.cat([source, driving]))
         batch = source.shape[0]
-        return self.backbone(source, motion[:batch], motion[batch:])
+        return self.backbone(source, self.registered(motion[:batch]), self.registered(motion[batch:], driving, source))
 
     def compute_losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Loss terms and the animated prediction for a batch of pairs.
@@ -207,6 +238,7 @@ class AnimatorModule(LightningModule):
             known = batch.get("driving_param_mask")  # the pair's character: the same for both frames
             m_src = self.descriptor.with_parameters(m_src, batch["source_params"], known)
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
+        m_src, m_drv = self.registered(m_src), self.registered(m_drv, driving, source)
         if weights.identity > 0:
             generated = self.backbone.generate(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
             prediction, identity = generated.prediction[:size], generated.prediction[size:]
@@ -294,7 +326,7 @@ class AnimatorModule(LightningModule):
     def prepare(self, portrait: Tensor) -> PreparedPortrait:
         """A portrait ``B×3×H×W`` in ``[0, 1]`` with the descriptor's reading of it, computed once for a stream of
         driving frames (:meth:`animate_frame`, :meth:`animate_motion`)."""
-        return PreparedPortrait(portrait, self.describe(portrait))
+        return PreparedPortrait(portrait, self.registered(self.describe(portrait)))
 
     def motion_from_vector(self, vector: Tensor) -> Motion:
         """The motion of a descriptor vector ``B×D`` from elsewhere (the adapter's output for a human face, rig
@@ -314,17 +346,26 @@ class AnimatorModule(LightningModule):
             scale_movement: relative transfer scales the change to the portrait's keypoint spread (FOMM's
                 ``adapt_movement_scale``); ``None`` takes the module's ``adapt_movement_scale``.
         """
+        motion = self.registered(motion)
         if reference is not None:
+            reference = self.registered(reference)
             scale_movement = self.adapt_movement_scale if scale_movement is None else scale_movement
             scale = movement_scale(portrait.motion, reference) if scale_movement else None
             motion = portrait.motion.relative(motion, reference, scale)
         return self.backbone(portrait.image, portrait.motion, motion).clamp(0.0, 1.0)
 
     def animate_frame(self, portrait: PreparedPortrait, driving: Tensor, reference: Motion | None = None,
-                      scale_movement: bool | None = None) -> Tensor:
+                      scale_movement: bool | None = None, reference_frame: Tensor | None = None) -> Tensor:
         """The portrait in the pose of the driving frame ``B×3×H×W`` (read by the descriptor); arguments as
-        :meth:`animate_motion`."""
-        return self.animate_motion(portrait, self.describe(driving), reference, scale_movement)
+        :meth:`animate_motion`. With ``registration`` the frame is registered with the portrait (absolute) or with
+        ``reference_frame``, the frame ``reference`` describes (relative; then required)."""
+        motion = self.describe(driving)
+        if self.registration:
+            if reference is not None and reference_frame is None:
+                raise ValueError("this animator registers each driving frame with its reference: relative transfer needs "
+                                 "reference_frame, the frame that `reference` describes")
+            motion = self.registered(motion, driving, portrait.image if reference is None else reference_frame)
+        return self.animate_motion(portrait, motion, reference, scale_movement)
 
     def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None,
                 scale_movement: bool | None = None) -> dict[str, Tensor]:
@@ -333,10 +374,11 @@ class AnimatorModule(LightningModule):
         frames = [source, driving] + ([driving_first] if driving_first is not None else [])
         motion = self.describe(torch.cat(frames))
         size = source.shape[0]
-        portrait, driving_motion = PreparedPortrait(source, motion[:size]), motion[size : 2 * size]
-        predictions = {"absolute": self.animate_motion(portrait, driving_motion)}
+        portrait, driving_motion = PreparedPortrait(source, self.registered(motion[:size])), motion[size : 2 * size]
+        predictions = {"absolute": self.animate_motion(portrait, self.registered(driving_motion, driving, source))}
         if driving_first is not None:
-            predictions["relative"] = self.animate_motion(portrait, driving_motion, motion[2 * size :], scale_movement)
+            predictions["relative"] = self.animate_motion(portrait, self.registered(driving_motion, driving, driving_first),
+                                                          self.registered(motion[2 * size :]), scale_movement)
         return predictions
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:

@@ -14,6 +14,7 @@ from modules.descriptors.base import Motion, MotionDescriptor, MotionSpec
 from core.vocabulary import KEYPOINT_NAMES
 from core.warps import RandomWarp
 from modules.descriptors.equivariance import equivariance_losses
+from modules.descriptors.keypoint_priors import concentration_loss, separation_loss
 from modules.descriptors.landmarks import landmark_loss
 
 
@@ -50,6 +51,12 @@ class KeypointDescriptor(MotionDescriptor):
             nose, chin — :data:`~core.vocabulary.KEYPOINT_NAMES`), supervised by ``driving_keypoints`` where the
             batch has them; the other ``num_keypoints − 12`` stay unsupervised. Needs ``num_keypoints ≥ 12``; 0:
             all unsupervised.
+        concentration_weight: weight of :func:`~modules.descriptors.keypoint_priors.concentration_loss`
+            (``descriptor/concentration``) on the heatmaps of the randomly warped copy: each heatmap one local peak.
+            0 turns it off.
+        separation_weight: weight of :func:`~modules.descriptors.keypoint_priors.separation_loss`
+            (``descriptor/separation``): keypoints apart by more than about ``2·separation_std``. 0 turns it off.
+        separation_std: its distance scale, normalised units (image width = 2).
 
     Returns (from ``forward``): ``vector`` ``B×2K`` (keypoints flattened), ``maps`` ``B×K×(input_size/4)²``
     (Gaussians peaking at 1 on each keypoint), ``keypoints`` ``B×K×2`` in ``[-1, 1]`` and, with ``jacobians``,
@@ -71,6 +78,9 @@ class KeypointDescriptor(MotionDescriptor):
         warp_color_jitter: float = 0.0,
         edge_emphasis: bool = False,
         landmark_weight: float = 0.0,
+        concentration_weight: float = 0.0,
+        separation_weight: float = 0.0,
+        separation_std: float = 0.1,
     ) -> None:
         super().__init__()
         if input_size % 8:
@@ -82,7 +92,12 @@ class KeypointDescriptor(MotionDescriptor):
         if landmark_weight < 0 or (landmark_weight > 0 and num_keypoints < len(KEYPOINT_NAMES)):
             raise ValueError(f"landmark_weight must be non-negative and needs num_keypoints ≥ {len(KEYPOINT_NAMES)} (one per "
                              f"named landmark), got {landmark_weight} with num_keypoints={num_keypoints}")
+        if concentration_weight < 0 or separation_weight < 0 or separation_std <= 0 or (separation_weight > 0 and num_keypoints < 2):
+            raise ValueError(f"concentration_weight and separation_weight must be non-negative and separation_std positive "
+                             f"(separation needs 2 or more keypoints), got {concentration_weight}, {separation_weight} and "
+                             f"{separation_std} with num_keypoints={num_keypoints}")
         self.landmark_weight = landmark_weight
+        self.concentration_weight, self.separation_weight, self.separation_std = concentration_weight, separation_weight, separation_std
         self.num_keypoints, self.input_size = num_keypoints, input_size
         self.temperature, self.gaussian_std, self.with_jacobians = temperature, gaussian_std, jacobians
         self.equivariance_weight, self.jacobian_weight = equivariance_weight, jacobian_weight
@@ -132,6 +147,10 @@ class KeypointDescriptor(MotionDescriptor):
         return Motion(vector=vector, maps=self.gaussians(keypoints), keypoints=keypoints, jacobians=jacobians)
 
     def forward(self, frames: Tensor) -> Motion:
+        return self.locate(frames)[0]
+
+    def locate(self, frames: Tensor) -> tuple[Motion, Tensor]:
+        """The motion of ``frames`` and its heatmaps ``B×K×(input_size/4)²`` (spatial-softmax probabilities)."""
         features = self.features(frames)
         probabilities = spatial_softmax2d(self.head(features), temperature=torch.tensor(self.temperature))
         keypoints = spatial_expectation2d(probabilities, normalized_coordinates=True)
@@ -140,21 +159,26 @@ class KeypointDescriptor(MotionDescriptor):
         if self.jacobian_head is not None:
             maps = self.jacobian_head(features).unflatten(1, (self.num_keypoints, 4))
             jacobians = (maps * probabilities[:, :, None]).sum(dim=(-2, -1)).unflatten(-1, (2, 2))
-        return Motion(vector=keypoints.flatten(1), maps=gaussians, keypoints=keypoints, jacobians=jacobians)
+        return Motion(vector=keypoints.flatten(1), maps=gaussians, keypoints=keypoints, jacobians=jacobians), probabilities
 
     def auxiliary_losses(self, frames: Tensor, motion: Motion, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Weighted equivariance terms (``equivariance``, ``jacobian``) on a randomly warped copy of ``frames``, and
-        ``landmarks`` against ``batch["driving_keypoints"]`` (pixels of ``frames``) where present."""
+        """Weighted terms: ``landmarks`` against ``batch["driving_keypoints"]`` (pixels of ``frames``) where present,
+        ``separation`` of the keypoints of ``frames``, and on a randomly warped copy of ``frames`` the equivariance
+        terms (``equivariance``, ``jacobian``) and ``concentration`` of its heatmaps."""
         terms = {}
         if self.landmark_weight > 0 and "driving_keypoints" in batch:
             terms["landmarks"] = self.landmark_weight * landmark_loss(motion.keypoints, batch["driving_keypoints"], frames.shape[-1])
-        if self.equivariance_weight <= 0 and self.jacobian_weight <= 0:
+        if self.separation_weight > 0:
+            terms["separation"] = self.separation_weight * separation_loss(motion.keypoints, self.separation_std)
+        if self.equivariance_weight <= 0 and self.jacobian_weight <= 0 and self.concentration_weight <= 0:
             return terms
         warp = RandomWarp.sample(frames.shape[0], self.warp_affine_std, self.warp_tps_std, device=frames.device, dtype=frames.dtype)
         warped = warp.image(frames)
         if self.jitter is not None:
             warped = self.jitter(warped)
-        moved = self(warped)
+        moved, probabilities = self.locate(warped)
+        if self.concentration_weight > 0:
+            terms["concentration"] = self.concentration_weight * concentration_loss(probabilities)
         equivariance = equivariance_losses(motion.keypoints, moved.keypoints, warp, motion.jacobians, moved.jacobians)
         weights = {"equivariance": self.equivariance_weight, "jacobian": self.jacobian_weight}
         return terms | {name: weights[name] * value for name, value in equivariance.items() if weights[name] > 0}
