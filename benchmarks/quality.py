@@ -23,6 +23,9 @@ Scores, on the held-out characters only (``datamodules.protocols``):
 * **flow ceiling** — the portrait warped onto the target by classical optical flow computed *from the target*
   (:func:`optical_flow_warp`; scored once, with the first run, as it does not depend on the model): not a method, as it reads the answer, but about what a generator that only moves the
   portrait's pixels could reach with a near-perfect motion estimate — above it lies only synthesis;
+* **registration alone** — no network: the portrait warped by the affine that registers the driving frame with the
+  portrait (self) or with the driver's first frame (cross, relative) by OpenCV's ECC (:mod:`modules.registration`;
+  scored once, with the flow ceiling). A method, as it reads only the driver: what a single global motion does;
 * **fps** — networks only, 256² batch 1 on this machine, portrait described once;
 * **true parameters** (descriptors whose vector is the rig parameters) — the same items animated with the
   ground-truth parameters of portrait and driver in place of the descriptor's reading (landmarks still read:
@@ -70,8 +73,10 @@ from datamodules.live2d_datamodule import DEFAULT_HELD_OUT  # noqa: E402
 from lightning_app.cli import AnimatorCLI  # noqa: E402
 from modules.animator_module import PreparedPortrait  # noqa: E402
 from modules.losses import region_error, region_mask  # noqa: E402
+from modules.registration import register_affine, warp_affine  # noqa: E402
 
 DEFAULT_RUNS = [
+    "keypoints+registration=configs/keypoints.yaml,configs/backbone/warping.yaml,configs/registration.yaml --model.reconstruction_beta=0",
     "keypoints+warping-l1=configs/keypoints.yaml,configs/backbone/warping.yaml --model.reconstruction_beta=0",
     "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
     "rig+expression_pose=configs/rig.yaml",
@@ -250,6 +255,8 @@ def evaluate(model, datamodule, clips: int, frames: int, flow_ceiling: bool = Tr
             outputs["floor"] = source
             if flow_ceiling:
                 outputs["flow"] = optical_flow_warp(source, target)
+                reference = source if protocol == "self" else batch["driving_first"]
+                outputs["affine"] = warp_affine(source, register_affine(reference, batch["driving"])[0])
             face = region_mask(batch["target_regions"], EXPRESSION_REGIONS)
             for kind, output in outputs.items():
                 rows.setdefault(f"l1/{kind}", []).append((output - target).abs().mean(dim=(1, 2, 3)).cpu())
@@ -349,6 +356,11 @@ def print_table(results: list[dict], held_out: list[str]) -> None:
     print("a warp that reads the target (optical flow; about the ceiling of warping generators): "
           + ", ".join(f"{label} {under(first[f'{p}/{m}/flow'], first[f'{p}/{m}/floor'])}"
                       for label, p, m in (("self", "self", "l1"), ("face (self)", "self", "face"), ("cross", "cross", "l1"), ("face (cross)", "cross", "face"))))
+    if "self/l1/affine" in first:
+        print("registration alone (the driver's ECC affine, no network; relative in cross): "
+              + ", ".join(f"{label} {under(first[f'{p}/{m}/affine'], first[f'{p}/{m}/floor'])}"
+                          for label, p, m in (("self", "self", "l1"), ("face (self)", "self", "face"), ("cross", "cross", "l1"), ("face (cross)", "cross", "face")))
+              + "; cross per portrait " + ", ".join(f"{c} {under(first[f'cross/l1/affine/{c}'], first[f'cross/l1/floor/{c}'])}" for c in held_out))
 
     def cell(s: dict, protocol: str, metric: str, kind: str, character: str = "") -> str:
         suffix = f"/{character}" if character else ""

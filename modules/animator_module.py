@@ -40,7 +40,7 @@ from core.errors import CheckpointError, NonFiniteError, UserFacingError
 from core.vocabulary import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
 from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
-from modules.registration import affine_keypoint, reference_keypoint, register_affine
+from modules.registration import Window, affine_keypoint, reference_keypoint, register_affine
 from modules.losses import (
     LossWeights,
     MotionLossKind,
@@ -111,12 +111,13 @@ class AnimatorModule(LightningModule):
             parameters (:class:`~modules.descriptors.RigDescriptor`); the descriptor keeps learning from its own
             losses. The backbone then learns what a parameter change looks like from exact values, not from a
             reading that is still wrong early in training.
-        registration: add to the descriptor's keypoints one whose first-order motion is the affine that registers the
-            driving frame with its reference (the portrait; in relative transfer the driver's first frame) by
-            OpenCV's ECC (:mod:`modules.registration`): a global motion that does not depend on recognising the
-            character. Needs a descriptor with keypoints and Jacobians and a backbone that reads them (the warping
-            generator). Driving by motion alone (a human face through the adapter, a parameter vector) has no frame
-            to register, so there the added keypoint stays still.
+        registration: windows ``[x, y, half side]`` (normalised; ``[0, 0, 1]`` is the whole frame): for each, a keypoint
+            added to the descriptor's whose first-order motion is the affine that registers that part of the driving
+            frame with its reference (the portrait; in relative transfer the driver's first frame) by OpenCV's ECC
+            (:mod:`modules.registration`) — a motion found without recognising the character. Needs a descriptor
+            with keypoints and Jacobians and a backbone that reads them (the warping generator). Driving by motion
+            alone (a human face through the adapter, a parameter vector) has no frame to register, so there the
+            added keypoints stay still. ``None`` or empty: none.
         non_finite: what a NaN or infinite loss term or gradient does: ``"stop"`` ends training with a message naming
             the step and the terms (nothing is saved from it), ``"skip"`` leaves the step out (no update) and counts
             it (``train/skipped_steps``), stopping after ``max_skipped_steps``. Either way no checkpoint with
@@ -140,7 +141,7 @@ class AnimatorModule(LightningModule):
         perceptual_weights: str | None = None,
         adapt_movement_scale: bool = False,
         teacher_forcing: bool = False,
-        registration: bool = False,
+        registration: list[Window] | None = None,
         non_finite: NonFinitePolicy = "stop",
         max_skipped_steps: int = 20,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -149,13 +150,17 @@ class AnimatorModule(LightningModule):
         self.save_hyperparameters()
         self.descriptor = descriptor
         spec = descriptor.spec
+        registration = [tuple(float(v) for v in window) for window in registration or []]
+        if any(len(window) != 3 or window[2] <= 0 for window in registration):
+            raise UserFacingError(f"model.registration takes windows [x, y, half side] with a positive half side (normalised; "
+                                  f"[0, 0, 1] is the whole frame), got {registration}")
         if registration:
             if not spec.num_keypoints or not spec.jacobians:
                 raise UserFacingError(f"model.registration needs a descriptor with keypoints and Jacobians (KeypointDescriptor with "
                                       f"jacobians: true), not {type(descriptor).__name__} with {spec.num_keypoints} keypoints and "
                                       f"jacobians={spec.jacobians}")
-            spec = replace(spec, num_keypoints=spec.num_keypoints + 1,
-                           keypoint_names=spec.keypoint_names + ("registered",) if spec.keypoint_names else ())
+            names = tuple(f"registered{i}" for i in range(len(registration)))
+            spec = replace(spec, num_keypoints=spec.num_keypoints + len(names), keypoint_names=spec.keypoint_names + names if spec.keypoint_names else ())
         self.registration = registration
         self.backbone = backbone(spec, channels)
         self.backbone.check_size(image_size, image_size)
@@ -201,18 +206,21 @@ class AnimatorModule(LightningModule):
             return self.descriptor(frames)
 
     def registered(self, motion: Motion, frames: Tensor | None = None, references: Tensor | None = None) -> Motion:
-        """``motion`` with the registration keypoint appended when the module has ``registration`` and the motion
-        lacks it (unchanged otherwise): that of ``frames`` registered with ``references`` (``B×3×H×W``; a single
+        """``motion`` with the registration keypoints appended (one per window of ``registration``) where the motion
+        lacks them (unchanged otherwise): those of ``frames`` registered with ``references`` (``B×3×H×W``; a single
         reference serves every frame), or without frames the reference's own — the centre with the identity
         Jacobian, which is also what a motion from a vector (a human face, parameters) gets: nothing to register."""
         if not self.registration or motion.keypoints.shape[1] > self.descriptor.spec.num_keypoints:
             return motion
-        if frames is None:
-            keypoint, jacobian = reference_keypoint(len(motion.vector), motion.vector.device, motion.vector.dtype)
-        else:
-            affine, _ = register_affine(references.expand_as(frames), frames)
-            keypoint, jacobian = affine_keypoint(affine)
-        return replace(motion, keypoints=torch.cat([motion.keypoints, keypoint], 1), jacobians=torch.cat([motion.jacobians, jacobian], 1))
+        keypoints, jacobians = [motion.keypoints], [motion.jacobians]
+        for window in self.registration:
+            if frames is None:
+                keypoint, jacobian = reference_keypoint(len(motion.vector), motion.vector.device, motion.vector.dtype)
+            else:
+                keypoint, jacobian = affine_keypoint(register_affine(references.expand_as(frames), frames, window)[0])
+            keypoints.append(keypoint)
+            jacobians.append(jacobian)
+        return replace(motion, keypoints=torch.cat(keypoints, 1), jacobians=torch.cat(jacobians, 1))
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
         """Animate ``source`` to the pose of ``driving`` (both ``B×3×H×W`` in ``[0, 1]``); unclamped."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
+from kornia.geometry import create_meshgrid
 from torch import Tensor
 
 MAX_DEPARTURE = 0.5
@@ -27,11 +29,20 @@ MAX_DEPARTURE = 0.5
 normalised units, a quarter of the image) is taken as a failure and replaced by the identity."""
 
 
-def register_affine(moving: Tensor, fixed: Tensor, iterations: int = 50, epsilon: float = 1e-4, blur: int = 3) -> tuple[Tensor, Tensor]:
+Window = tuple[float, float, float]
+"""A square of the fixed frame ECC compares: centre ``x``, ``y`` and half its side, normalised (``(0, 0, 1)``: the
+whole frame)."""
+
+WHOLE_FRAME: Window = (0.0, 0.0, 1.0)
+
+
+def register_affine(moving: Tensor, fixed: Tensor, window: Window = WHOLE_FRAME, iterations: int = 50, epsilon: float = 1e-4,
+                    blur: int = 3) -> tuple[Tensor, Tensor]:
     """The affine that brings ``moving`` onto ``fixed``, per item, by OpenCV's ECC on grey levels.
 
     Args:
         moving, fixed: ``B×C×H×W`` in ``[0, 1]`` (no gradient flows through the registration).
+        window: the part of ``fixed`` that must match (:data:`Window`); the affine then fits what moves there.
         iterations, epsilon: ECC's stopping criteria.
         blur: Gaussian filter size ECC smooths both images with (odd; 0 for none).
 
@@ -46,11 +57,18 @@ def register_affine(moving: Tensor, fixed: Tensor, iterations: int = 50, epsilon
     movings, fixeds = grey(moving), grey(fixed)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, epsilon)
     scale = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    x, y, half = window
+    if half <= 0:
+        raise ValueError(f"a registration window needs a positive half side, got {window}")
+    (left, top), (right, bottom) = [np.clip(np.round((np.array([x, y]) + sign * half + 1.0) * scale), 0, [width - 1, height - 1]).astype(int)
+                                    for sign in (-1, 1)]
+    mask = np.zeros((height, width), np.uint8)
+    mask[top : bottom + 1, left : right + 1] = 1
     affines, registered = [], []
     for moving_item, fixed_item in zip(movings, fixeds):
         pixels = np.eye(2, 3, dtype=np.float32)
         try:
-            _, pixels = cv2.findTransformECC(fixed_item, moving_item, pixels, cv2.MOTION_AFFINE, criteria, None, blur)
+            _, pixels = cv2.findTransformECC(fixed_item, moving_item, pixels, cv2.MOTION_AFFINE, criteria, mask, blur)
             ok = True
         except cv2.error:  # ECC raises when it does not converge (e.g. a blank frame)
             ok = False
@@ -76,3 +94,12 @@ def affine_keypoint(affine: Tensor) -> tuple[Tensor, Tensor]:
 def reference_keypoint(batch: int, device: torch.device | str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """The reference frame's keypoint ``B×1×2`` (the centre) and Jacobian ``B×1×2×2`` (the identity)."""
     return torch.zeros(batch, 1, 2, device=device, dtype=dtype), torch.eye(2, device=device, dtype=dtype).expand(batch, 1, 2, 2)
+
+
+def warp_affine(images: Tensor, affine: Tensor) -> Tensor:
+    """``images`` ``B×C×H×W`` resampled at ``affine·[p; 1]`` for every output point ``p`` (``affine`` ``B×2×3``,
+    normalised coordinates; outside points repeat the border): ``moving`` brought onto ``fixed`` by the
+    :func:`register_affine` of the two."""
+    grid = create_meshgrid(*images.shape[-2:], normalized_coordinates=True, device=images.device, dtype=images.dtype)[0]
+    points = torch.einsum("bij,hwj->bhwi", affine[:, :, :2], grid) + affine[:, None, None, :, 2]
+    return F.grid_sample(images, points, align_corners=True, padding_mode="border")

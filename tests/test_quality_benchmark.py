@@ -43,6 +43,8 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
     first, second = (r["scores"] for r in report["results"])
     assert first["self/l1/flow"] < first["self/l1/floor"] and first["cross/l1/flow"] < first["cross/l1/floor"], "a warp that reads the target beats the copy"
     assert not any(key.endswith("/flow") or "/flow/" in key for key in second), "the model-free ceiling is scored once"
+    assert 0 < first["self/l1/affine"] and 0 < first["cross/l1/affine/C"], "registration alone is scored with the first run"
+    assert not any("/affine" in key for key in second)
     model = AnimatorModule.load_from_checkpoint(out / "kp.ckpt")
     assert type(model.backbone).__name__ == "ExpressionPoseGenerator" and model.image_size == 32, "the trained model is kept"
     strip = Image.open(out / "strip_rig.png")
@@ -52,7 +54,7 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
     headline = next(line for line in printed.splitlines() if line.startswith("| kp | "))
     worst = max("CD", key=lambda c: second[f"cross/l1/rel/{c}"] / second[f"cross/l1/floor/{c}"])
     assert "| rel: " in headline and f"%) {worst} |" in headline, "the headline names the worst portrait in animate's transfer"
-    assert "a warp that reads the target" in printed and "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
+    assert "a warp that reads the target" in printed and "registration alone" in printed and "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
 
 
 def test_floor_is_the_portrait_itself(clips):
