@@ -26,7 +26,8 @@ from torch import Tensor
 
 MAX_DEPARTURE = 0.5
 """An ECC result whose linear part departs from the identity, or whose translation from 0, by more than this (in
-normalised units, a quarter of the image) is taken as a failure and replaced by the identity."""
+normalised units, a quarter of the image), or whose linear part scales areas by less than a half or more than two,
+is taken as a failure and replaced by the identity (a near-singular affine has no usable inverse)."""
 
 
 Window = tuple[float, float, float]
@@ -75,7 +76,8 @@ def register_affine(moving: Tensor, fixed: Tensor, window: Window = WHOLE_FRAME,
         linear = pixels[:, :2] * scale[None, :] / scale[:, None]  # S⁻¹ W S
         shift = (pixels[:, :2] @ scale + pixels[:, 2] - scale) / scale  # S⁻¹ (W s + t − s)
         affine = np.concatenate([linear, shift[:, None]], 1)
-        if not ok or not np.isfinite(affine).all() or np.abs(affine - np.eye(2, 3)).max() > MAX_DEPARTURE:
+        if (not ok or not np.isfinite(affine).all() or np.abs(affine - np.eye(2, 3)).max() > MAX_DEPARTURE
+                or not 0.5 <= np.linalg.det(affine[:, :2]) <= 2.0):
             affine, ok = np.eye(2, 3), False
         affines.append(affine)
         registered.append(ok)

@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from kornia.geometry import create_meshgrid
@@ -14,6 +15,7 @@ from modules.backbones import WarpingGenerator
 from modules.backbones.warping import sparse_motions
 from modules.descriptors import KeypointDescriptor, Motion
 from modules.registration import affine_keypoint, reference_keypoint, register_affine, warp_affine
+import modules.registration as registration_module
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,14 @@ def test_a_window_registers_what_moves_inside_it(frames):
     assert (top[:, 0, 2] - 0.06).abs().max() < 0.02 and (bottom[:, 0, 2] + 0.06).abs().max() < 0.02, (top[:, 0, 2], bottom[:, 0, 2])
     with pytest.raises(ValueError, match="positive half side"):
         register_affine(frames, moved, (0.0, 0.0, 0.0))
+
+
+def test_a_singular_result_is_refused(frames, monkeypatch):
+    """An affine within the departure bound but with no usable inverse (it flattens the frame) counts as a failure."""
+    singular = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]], np.float32)
+    monkeypatch.setattr(registration_module.cv2, "findTransformECC", lambda *args: (1.0, singular))
+    found, registered = register_affine(frames[:1], frames[:1])
+    assert not registered.item() and torch.equal(found[0], torch.eye(2, 3))
 
 
 def test_a_frame_with_nothing_to_register_gives_the_identity_and_says_so(frames):
