@@ -114,7 +114,8 @@ class AnimatorModule(LightningModule):
         registration: windows ``[x, y, half side]`` (normalised; ``[0, 0, 1]`` is the whole frame): for each, a keypoint
             added to the descriptor's whose first-order motion is the affine that registers that part of the driving
             frame with its reference (the portrait; in relative transfer the driver's first frame) by OpenCV's ECC
-            (:mod:`modules.registration`) — a motion found without recognising the character. Needs a descriptor
+            (:mod:`modules.registration`) — a motion found without recognising the character; where ECC fails the keypoint
+            stays still, and training logs the share of driving frames aligned (``train/registered``). Needs a descriptor
             with keypoints and Jacobians and a backbone that reads them (the warping generator). Driving by motion
             alone (a human face through the adapter, a parameter vector) has no frame to register, so there the
             added keypoints stay still. ``None`` or empty: none.
@@ -162,6 +163,7 @@ class AnimatorModule(LightningModule):
             names = tuple(f"registered{i}" for i in range(len(registration)))
             spec = replace(spec, num_keypoints=spec.num_keypoints + len(names), keypoint_names=spec.keypoint_names + names if spec.keypoint_names else ())
         self.registration = registration
+        self.last_registration_rate: float | None = None  # share of the last registered frames ECC aligned (logged in training)
         self.backbone = backbone(spec, channels)
         self.backbone.check_size(image_size, image_size)
         self.adapter = adapter
@@ -212,14 +214,18 @@ class AnimatorModule(LightningModule):
         Jacobian, which is also what a motion from a vector (a human face, parameters) gets: nothing to register."""
         if not self.registration or motion.keypoints.shape[1] > self.descriptor.spec.num_keypoints:
             return motion
-        keypoints, jacobians = [motion.keypoints], [motion.jacobians]
+        keypoints, jacobians, aligned = [motion.keypoints], [motion.jacobians], []
         for window in self.registration:
             if frames is None:
                 keypoint, jacobian = reference_keypoint(len(motion.vector), motion.vector.device, motion.vector.dtype)
             else:
-                keypoint, jacobian = affine_keypoint(register_affine(references.expand_as(frames), frames, window)[0])
+                affine, registered = register_affine(references.expand_as(frames), frames, window)
+                keypoint, jacobian = affine_keypoint(affine)
+                aligned.append(registered)
             keypoints.append(keypoint)
             jacobians.append(jacobian)
+        if aligned:
+            self.last_registration_rate = torch.cat(aligned).float().mean().item()
         return replace(motion, keypoints=torch.cat(keypoints, 1), jacobians=torch.cat(jacobians, 1))
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
@@ -290,6 +296,8 @@ class AnimatorModule(LightningModule):
             return None  # skipped: Lightning leaves out backward and the optimizer step
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, batch_size=batch["source"].shape[0])
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch["source"].shape[0])
+        if self.last_registration_rate is not None:
+            self.log("train/registered", self.last_registration_rate, batch_size=batch["source"].shape[0])
         return total
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -1,13 +1,14 @@
 """Registration (OpenCV's ECC affine) and its keypoint in the animator."""
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from kornia.geometry import create_meshgrid
 
-from conftest import CONFIGS, run_cli, tiny_args
+from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
 from core.errors import UserFacingError
 from datamodules import PuppetPairs
 from modules import AnimatorModule
@@ -94,6 +95,10 @@ def test_the_animator_registers_each_driving_frame_with_its_reference(frames):
         motion = animator.registered(animator.describe(driving), driving, frames)
         assert torch.allclose(motion.keypoints[:, -1], torch.tensor([-0.08, 0.0]).expand(4, 2), atol=0.01)
         assert animator.registered(motion) is motion  # already registered: unchanged
+        assert animator.last_registration_rate == 1.0
+        blank = torch.full_like(frames, 0.5)
+        animator.registered(animator.describe(blank), blank, blank)
+        assert animator.last_registration_rate == 0.0, "frames ECC cannot align are counted"
         absolute = animator.animate_frame(portrait, driving)
         assert torch.allclose(absolute, animator.animate(frames, driving)["absolute"], atol=1e-5)
         relative = animator.animate(frames, driving, frames)["relative"]  # the driver's first frame is the portrait
@@ -130,9 +135,11 @@ def test_video_animation_registers_each_frame_with_the_drivers_first(frames):
     assert (animated - expected).abs().max() < 1.5 / 255
 
 
-def test_the_registration_config_trains_from_the_cli(tmp_path):
+def test_the_registration_config_trains_from_the_cli_and_logs_what_it_aligned(tmp_path):
     extra = [f"--config={CONFIGS / 'backbone' / 'warping.yaml'}", f"--config={CONFIGS / 'registration.yaml'}"]
     cli = run_cli(tiny_args(tmp_path, steps=2, extra=extra))
+    rates = metric_by_step(Path(cli.trainer.log_dir), "train/registered")
+    assert len(rates) == 2 and all(0.0 <= rate <= 1.0 for rate in rates.values())
     assert cli.model.registration == [(0.0, 0.0, 1.0), (0.0, 0.25, 0.5)]
     keypoints = cli.model.descriptor.spec.num_keypoints
     assert cli.model.backbone.dense_motion.mask.out_channels == keypoints + 3, "identity, the keypoints and two registrations"
