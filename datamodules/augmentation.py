@@ -2,7 +2,7 @@
 
 Colour jitter, a small affine, a horizontal flip and (optionally) a smooth non-rigid reshaping — a thin-plate
 spline, :class:`core.warps.RandomWarp`: a wider face, a longer fringe, another character's proportions — are drawn
-per pair and applied alike to ``source``, ``driving`` and ``target`` (so the character keeps its colours and shape
+per pair and applied alike to ``source``, ``driving``, ``target`` and ``driving_first`` where given (so the character keeps its colours and shape
 and the motion between the frames is unchanged), to the region maps (nearest-neighbour) and to the keypoints.
 Optionally the character's parts are recoloured independently first (``part_hue``: hair, eyes, skin, clothes each
 turned by its own hue, read from the region maps) — another character's colour scheme, not only another tint.
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from core.vocabulary import KEYPOINT_NAMES, PARAMETER_INDEX, REGIONS
 from core.warps import RandomWarp
 
-IMAGE_KEYS = ("source", "driving", "target")
+IMAGE_KEYS = ("source", "driving", "target", "driving_first")
 PARAM_KEYS = ("source_params", "driving_params")
 KEYPOINT_KEYS = ("source_keypoints", "driving_keypoints")
 REGION_KEYS = ("source_regions", "driving_regions")
@@ -138,7 +138,8 @@ class PairAugmentation(nn.Module):
     def _recolour_parts(self, out: dict[str, Tensor]) -> None:
         """Turn each part's hue by its own random angle per pair (``part_p`` of them), in place.
 
-        The source is recoloured by its region map, the driving frame and the target by the driving frame's.
+        The source (and ``driving_first``, the source in a self pair) is recoloured by its region map, the driving frame
+        and the target by the driving frame's.
         """
         missing = [k for k in REGION_KEYS if k not in out]
         if missing:
@@ -152,7 +153,8 @@ class PairAugmentation(nn.Module):
             keep |= (out["target"] != out["driving"]).flatten(1).any(1)
         turns[keep] = 0.0
         angles = turns * (2 * torch.pi)
-        by_regions = {"source": "source_regions", "driving": "driving_regions", "target": "driving_regions"}
+        # driving_first is the source in self pairs; cross-identity pairs (another character's frame) are kept
+        by_regions = {"source": "source_regions", "driving": "driving_regions", "target": "driving_regions", "driving_first": "source_regions"}
         for key, regions in by_regions.items():
             if key in out:
                 turn = angles.gather(1, self._part_of_region[out[regions]].flatten(1)).view(batch, 1, *source.shape[-2:])

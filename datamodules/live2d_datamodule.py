@@ -101,13 +101,15 @@ class Live2DClipPairs(Dataset):
         seed: fixes the pairs.
         drivers: cross mode: the characters that may drive (unset: any character but the portrait's).
         any_portrait_frame: cross mode: the portrait is A at a random frame of the replay, not its first.
+        with_reference: items carry ``driving_first``, the driver at the portrait's frame (B at A's frame in
+            cross mode; the portrait itself in self mode), for relative transfer in training.
     """
 
     def __init__(self, clips: list[ClipInfo], portraits: list[str], length: int, image_size: int, mode: PairMode,
                  max_gap: int, background: tuple[int, int, int], seed: int, drivers: list[str] | None = None,
-                 any_portrait_frame: bool = False) -> None:
+                 any_portrait_frame: bool = False, with_reference: bool = False) -> None:
         self.clips, self.length, self.image_size, self.mode = clips, length, image_size, mode
-        self.max_gap, self.seed, self.any_portrait_frame = max_gap, seed, any_portrait_frame
+        self.max_gap, self.seed, self.any_portrait_frame, self.with_reference = max_gap, seed, any_portrait_frame, with_reference
         self.frames = ClipFrames(clips, image_size, background)
         self.ground_truth = self.frames.ground_truth
         self.identity = {name: i for i, name in enumerate(sorted({c.character for c in clips}))}
@@ -152,6 +154,8 @@ class Live2DClipPairs(Dataset):
             "identity": torch.tensor(self.identity[self.clips[a].character]),
             "driving_identity": torch.tensor(self.identity[self.clips[b].character]),
         }
+        if self.with_reference:
+            item["driving_first"] = source["image"] if a == b else self.frames.frame(b, t_src)["image"]
         if self.ground_truth:
             item.update(source_regions=source["regions"], driving_regions=driving["regions"], source_keypoints=source["keypoints"], driving_keypoints=driving["keypoints"])
         return item
@@ -165,10 +169,12 @@ class PuppetShare(Dataset):
         pairs: the puppet pairs (:class:`~datamodules.puppet_datamodule.PuppetPairs`, ``self`` mode).
         first_identity: the label of puppet 0.
         ground_truth: the clips' pairs carry region maps and keypoints (else the puppets' are dropped).
+        with_reference: items carry ``driving_first`` (the portrait: a self pair), as the clips' pairs do
+            alongside cross-identity pairs.
     """
 
-    def __init__(self, pairs: PuppetPairs, first_identity: int, ground_truth: bool) -> None:
-        self.pairs, self.first_identity = pairs, first_identity
+    def __init__(self, pairs: PuppetPairs, first_identity: int, ground_truth: bool, with_reference: bool = False) -> None:
+        self.pairs, self.first_identity, self.with_reference = pairs, first_identity, with_reference
         self.dropped = () if ground_truth else ("source_regions", "driving_regions", "source_keypoints", "driving_keypoints")
 
     def __len__(self) -> int:
@@ -178,6 +184,8 @@ class PuppetShare(Dataset):
         item = {k: v for k, v in self.pairs[index].items() if k not in self.dropped}
         for key in ("identity", "driving_identity"):
             item[key] = item[key] + self.first_identity
+        if self.with_reference:
+            item["driving_first"] = item["source"]
         return item
 
 
@@ -224,6 +232,8 @@ class Live2DClipDataModule(PairDataModule):
             (their replayed trajectories; the portrait at any frame of it): the target is the portrait's
             character in the driver's pose, so motion must be read apart from the driver's face. Their
             ``driving_regions``/``driving_keypoints`` are the driver's (of the driving frame), not the target's.
+            Training batches then carry ``driving_first``, the driver at the portrait's frame (the portrait for
+            self pairs), and the animator transfers the driver's change relatively, as it does at test time.
             0: self pairs only.
     """
 
@@ -279,9 +289,9 @@ class Live2DClipDataModule(PairDataModule):
         if not 0.0 <= cross_fraction < 1.0:
             raise UserFacingError(f"cross_fraction must be in [0, 1), got {cross_fraction}")
         cross = round(train_pairs * cross_fraction)
-        self.train_set = Live2DClipPairs(clips, train, train_pairs - cross, mode="self", seed=seed, **common)
+        self.train_set = Live2DClipPairs(clips, train, train_pairs - cross, mode="self", seed=seed, with_reference=cross > 0, **common)
         self.train_cross = Live2DClipPairs(clips, train, cross, mode="cross", seed=seed + 4, drivers=train, any_portrait_frame=True,
-                                           **common) if cross else None
+                                           with_reference=True, **common) if cross else None
         self.val_set = Live2DClipPairs(clips, evaluation, val_pairs, mode=val_mode, seed=seed + 1, **common)
         self.test_set = Live2DClipPairs(clips, evaluation, test_pairs, mode=test_mode, seed=seed + 2, **common)
         self._split = {"train": set(train), "held_out": held}
@@ -291,7 +301,7 @@ class Live2DClipDataModule(PairDataModule):
         if puppet_fraction > 0:
             count = round(train_pairs * puppet_fraction / (1.0 - puppet_fraction))
             self.puppet_pairs = PuppetShare(PuppetPairs(list(range(puppet_identities)), count, image_size, seed + 3), len(self.train_set.identity),
-                                            ground_truth=self.train_set.ground_truth)
+                                            ground_truth=self.train_set.ground_truth, with_reference=cross > 0)
 
     def train_dataloader(self) -> DataLoader:
         parts = [p for p in (self.train_set, self.train_cross, self.puppet_pairs) if p is not None]

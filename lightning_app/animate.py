@@ -156,6 +156,7 @@ class Animation:
             self.portrait = animator.prepare(portrait)
         self.first: Motion | None = None
         self.first_frame: torch.Tensor | None = None
+        self.unregistered = 0  # driving frames ECC could not align (their registration keypoints stayed still)
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
@@ -172,13 +173,17 @@ class Animation:
                 self.first, self.first_frame = self.animator.describe(frame), frame
             reference, reference_frame = (self.first, self.first_frame) if self.relative else (None, None)
             result = self.animator.animate_frame(self.portrait, frame, reference, reference_frame=reference_frame)
+            if self.animator.registration and self.animator.last_registration_rate < 1.0:
+                self.unregistered += 1
         return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: str = "auto", relative: bool = True, size: int | None = None,
             side_by_side: bool = False, landmarker: Path | None = None, max_frames: int | None = None, show: bool = False,
             neutral_frames: int = 15) -> dict[str, float]:
-    """Write the animation; returns ``frames``, ``fps`` (animation frames per second of wall time) and ``faces``."""
+    """Write the animation; returns ``frames``, ``fps`` (animation frames per second of wall time), ``faces`` and
+    ``unregistered`` (driving frames where ECC could not align a registration window, for an animator with
+    ``registration``: those frames keep that window still)."""
     check_folder_path(Path(out).parent, "--out's folder")
     animator = load_animator(checkpoint).eval()
     size = size or animator.image_size
@@ -219,7 +224,8 @@ def animate(checkpoint: Path, portrait: Path, driving: str, out: Path, driver: s
         if written == 0:
             raise UserFacingError(f"no face found in any frame of {driving!r}" if human else f"no frames in {driving!r}")
     elapsed = time.perf_counter() - start
-    return {"frames": float(written), "fps": written / max(elapsed, 1e-9), "faces": float(human_motion.faces if human_motion else written)}
+    return {"frames": float(written), "fps": written / max(elapsed, 1e-9), "faces": float(human_motion.faces if human_motion else written),
+            "unregistered": float(animation.unregistered)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         report = animate(args.checkpoint, args.portrait, args.driving, args.out, args.driver, not args.absolute, args.size,
                          args.side_by_side, args.landmarker, args.max_frames, args.show, args.neutral_frames)
     print(f"wrote {args.out}: {report['frames']:.0f} frames at {report['fps']:.1f} frames/s"
-          + (f", face found in {report['faces']:.0f}" if args.driver != "anime" else ""))
+          + (f", face found in {report['faces']:.0f}" if args.driver != "anime" else "")
+          + (f"; ECC could not align {report['unregistered']:.0f} driving frames with their reference, which kept their "
+             "registration keypoints still" if report["unregistered"] else ""))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from core.errors import CheckpointError, NonFiniteError, UserFacingError
 from core.vocabulary import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
 from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
-from modules.registration import Window, affine_keypoint, reference_keypoint, register_affine
+from modules.registration import MotionType, Window, affine_keypoint, reference_keypoint, register_affine
 from modules.losses import (
     LossWeights,
     MotionLossKind,
@@ -119,6 +119,10 @@ class AnimatorModule(LightningModule):
             with keypoints and Jacobians and a backbone that reads them (the warping generator). Driving by motion
             alone (a human face through the adapter, a parameter vector) has no frame to register, so there the
             added keypoints stay still. ``None`` or empty: none.
+        registration_transfer: what ECC fits when a driving frame is registered with the driver's first frame in
+            relative transfer (the driver's change, to be put on another character): ``"affine"``, as in training, or
+            ``"euclidean"``, rotation and translation only — the stretch and shear of the driver's affine come from
+            its own shape and expressions, which another character does not share.
         non_finite: what a NaN or infinite loss term or gradient does: ``"stop"`` ends training with a message naming
             the step and the terms (nothing is saved from it), ``"skip"`` leaves the step out (no update) and counts
             it (``train/skipped_steps``), stopping after ``max_skipped_steps``. Either way no checkpoint with
@@ -143,6 +147,7 @@ class AnimatorModule(LightningModule):
         adapt_movement_scale: bool = False,
         teacher_forcing: bool = False,
         registration: list[Window] | None = None,
+        registration_transfer: MotionType = "affine",
         non_finite: NonFinitePolicy = "stop",
         max_skipped_steps: int = 20,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -162,7 +167,9 @@ class AnimatorModule(LightningModule):
                                       f"jacobians={spec.jacobians}")
             names = tuple(f"registered{i}" for i in range(len(registration)))
             spec = replace(spec, num_keypoints=spec.num_keypoints + len(names), keypoint_names=spec.keypoint_names + names if spec.keypoint_names else ())
-        self.registration = registration
+        if registration_transfer not in ("affine", "euclidean"):
+            raise UserFacingError(f"model.registration_transfer must be 'affine' or 'euclidean', got {registration_transfer!r}")
+        self.registration, self.registration_transfer = registration, registration_transfer
         self.last_registration_rate: float | None = None  # share of the last registered frames ECC aligned (logged in training)
         self.backbone = backbone(spec, channels)
         self.backbone.check_size(image_size, image_size)
@@ -207,10 +214,12 @@ class AnimatorModule(LightningModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.descriptor.trainable):
             return self.descriptor(frames)
 
-    def registered(self, motion: Motion, frames: Tensor | None = None, references: Tensor | None = None) -> Motion:
+    def registered(self, motion: Motion, frames: Tensor | None = None, references: Tensor | None = None,
+                   transfer: bool = False) -> Motion:
         """``motion`` with the registration keypoints appended (one per window of ``registration``) where the motion
         lacks them (unchanged otherwise): those of ``frames`` registered with ``references`` (``B×3×H×W``; a single
-        reference serves every frame), or without frames the reference's own — the centre with the identity
+        reference serves every frame; ``transfer``: the driver's own first frame in relative transfer, registered with
+        ``registration_transfer`` motions), or without frames the reference's own — the centre with the identity
         Jacobian, which is also what a motion from a vector (a human face, parameters) gets: nothing to register."""
         if not self.registration or motion.keypoints.shape[1] > self.descriptor.spec.num_keypoints:
             return motion
@@ -219,7 +228,8 @@ class AnimatorModule(LightningModule):
             if frames is None:
                 keypoint, jacobian = reference_keypoint(len(motion.vector), motion.vector.device, motion.vector.dtype)
             else:
-                affine, registered = register_affine(references.expand_as(frames), frames, window)
+                kind = self.registration_transfer if transfer else "affine"
+                affine, registered = register_affine(references.expand_as(frames), frames, window, kind)
                 keypoint, jacobian = affine_keypoint(affine)
                 aligned.append(registered)
             keypoints.append(keypoint)
@@ -237,6 +247,12 @@ class AnimatorModule(LightningModule):
     def compute_losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Loss terms and the animated prediction for a batch of pairs.
 
+        A batch with ``driving_first`` (cross-identity training pairs, ``Live2DClipDataModule(cross_fraction)``: the
+        driver at the portrait's frame; the portrait itself for self pairs) animates its cross-identity pairs the
+        way :meth:`animate` transfers motion relatively — the driver's change since ``driving_first`` applied to the
+        portrait's motion — so the model learns how another character's change looks on this one. Under
+        ``teacher_forcing`` the parameters are transferred as they are.
+
         Returns:
             The terms by name — those of :class:`~modules.losses.LossWeights` unweighted, the descriptor's and the
             backbone's own (``descriptor/…``, e.g. equivariance; ``backbone/…``, e.g. mask losses) already
@@ -244,15 +260,23 @@ class AnimatorModule(LightningModule):
         """
         weights = self.losses
         source, driving = batch["source"], batch["driving"]
+        first = batch.get("driving_first")  # with cross-identity training pairs: the driver at the portrait's frame
         size = source.shape[0]
-        motion = self.describe(torch.cat([source, driving]))
-        m_src, m_drv = motion[:size], motion[size:]
+        teacher = self.teacher_forcing and "source_params" in batch and "driving_params" in batch
+        relative = first is not None and not teacher  # parameters transfer as they are (identity-free)
+        motion = self.describe(torch.cat([source, driving] + ([first] if relative else [])))
+        m_src, m_drv = motion[:size], motion[size : 2 * size]
         read_drv = m_drv  # what the descriptor saw, for its own losses
-        if self.teacher_forcing and "source_params" in batch and "driving_params" in batch:
+        if teacher:
             known = batch.get("driving_param_mask")  # the pair's character: the same for both frames
             m_src = self.descriptor.with_parameters(m_src, batch["source_params"], known)
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
-        m_src, m_drv = self.registered(m_src), self.registered(m_drv, driving, source)
+        m_src, m_drv = self.registered(m_src), self.registered(m_drv, driving, first if relative else source)
+        if relative:  # as animate's relative transfer, for the pairs whose driver is another character
+            cross = (first != source).flatten(1).any(1)
+            if cross.any():
+                m_first = self.registered(motion[2 * size :][cross])
+                m_drv = m_drv.replaced(cross, m_src[cross].relative(m_drv[cross], m_first))
         if weights.identity > 0:
             generated = self.backbone.generate(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
             prediction, identity = generated.prediction[:size], generated.prediction[size:]
@@ -380,7 +404,8 @@ class AnimatorModule(LightningModule):
             if reference is not None and reference_frame is None:
                 raise ValueError("this animator registers each driving frame with its reference: relative transfer needs "
                                  "reference_frame, the frame that `reference` describes")
-            motion = self.registered(motion, driving, portrait.image if reference is None else reference_frame)
+            motion = self.registered(motion, driving, portrait.image if reference is None else reference_frame,
+                                     transfer=reference is not None)
         return self.animate_motion(portrait, motion, reference, scale_movement)
 
     def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None,
@@ -393,7 +418,7 @@ class AnimatorModule(LightningModule):
         portrait, driving_motion = PreparedPortrait(source, self.registered(motion[:size])), motion[size : 2 * size]
         predictions = {"absolute": self.animate_motion(portrait, self.registered(driving_motion, driving, source))}
         if driving_first is not None:
-            predictions["relative"] = self.animate_motion(portrait, self.registered(driving_motion, driving, driving_first),
+            predictions["relative"] = self.animate_motion(portrait, self.registered(driving_motion, driving, driving_first, transfer=True),
                                                           self.registered(motion[2 * size :]), scale_movement)
         return predictions
 

@@ -17,6 +17,8 @@ FOMM's motion ``z ↦ k_ref + J_ref·J⁻¹·(z − k)`` equals ``A``: ``J = A_l
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import numpy as np
 import torch
@@ -36,14 +38,22 @@ whole frame)."""
 
 WHOLE_FRAME: Window = (0.0, 0.0, 1.0)
 
+MotionType = Literal["affine", "euclidean"]
+"""What ECC fits: ``"affine"`` (six parameters: rotation, translation, scale, stretch and shear) or ``"euclidean"``
+(rotation and translation only; still returned as an affine)."""
 
-def register_affine(moving: Tensor, fixed: Tensor, window: Window = WHOLE_FRAME, iterations: int = 50, epsilon: float = 1e-4,
-                    blur: int = 3) -> tuple[Tensor, Tensor]:
+_ECC_MOTION = {"affine": cv2.MOTION_AFFINE, "euclidean": cv2.MOTION_EUCLIDEAN}
+
+
+def register_affine(moving: Tensor, fixed: Tensor, window: Window = WHOLE_FRAME, motion: MotionType = "affine",
+                    iterations: int = 50, epsilon: float = 1e-4, blur: int = 3) -> tuple[Tensor, Tensor]:
     """The affine that brings ``moving`` onto ``fixed``, per item, by OpenCV's ECC on grey levels.
 
     Args:
         moving, fixed: ``B×C×H×W`` in ``[0, 1]`` (no gradient flows through the registration).
         window: the part of ``fixed`` that must match (:data:`Window`); the affine then fits what moves there.
+        motion: the family ECC searches (:data:`MotionType`); a Euclidean motion, rotation and translation in
+            pixels, is a rigid motion in normalised coordinates only for square frames.
         iterations, epsilon: ECC's stopping criteria.
         blur: Gaussian filter size ECC smooths both images with (odd; 0 for none).
 
@@ -61,6 +71,8 @@ def register_affine(moving: Tensor, fixed: Tensor, window: Window = WHOLE_FRAME,
     x, y, half = window
     if half <= 0:
         raise ValueError(f"a registration window needs a positive half side, got {window}")
+    if motion not in _ECC_MOTION:
+        raise ValueError(f"motion must be one of {', '.join(_ECC_MOTION)}, got {motion!r}")
     (left, top), (right, bottom) = [np.clip(np.round((np.array([x, y]) + sign * half + 1.0) * scale), 0, [width - 1, height - 1]).astype(int)
                                     for sign in (-1, 1)]
     mask = np.zeros((height, width), np.uint8)
@@ -69,7 +81,7 @@ def register_affine(moving: Tensor, fixed: Tensor, window: Window = WHOLE_FRAME,
     for moving_item, fixed_item in zip(movings, fixeds):
         pixels = np.eye(2, 3, dtype=np.float32)
         try:
-            _, pixels = cv2.findTransformECC(fixed_item, moving_item, pixels, cv2.MOTION_AFFINE, criteria, mask, blur)
+            _, pixels = cv2.findTransformECC(fixed_item, moving_item, pixels, _ECC_MOTION[motion], criteria, mask, blur)
             ok = True
         except cv2.error:  # ECC raises when it does not converge (e.g. a blank frame)
             ok = False

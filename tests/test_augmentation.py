@@ -94,6 +94,10 @@ def test_part_recolouring_turns_each_part_by_its_own_hue_and_keeps_pairs_and_bac
     assert torch.allclose(out["source"][:3], out["driving"][:3], atol=1e-5), "portrait and driving frame share the colours"
     assert torch.allclose(out["target"][:3], out["driving"][:3], atol=1e-5)
     assert torch.equal(out["source"][3], original["source"][3]), "a cross-identity pair keeps its colours"
+    original["driving_first"] = original["source"].clone()  # the source in self pairs (cross-identity training)
+    torch.manual_seed(0)
+    with_first = PairAugmentation(jitter_p=1.0, affine_p=1.0, flip_p=0.5, part_hue=0.5, part_p=1.0)(original)
+    assert torch.allclose(with_first["driving_first"], with_first["source"], atol=1e-5), "driving_first is transformed as the source"
     for i in range(3):
         turns = [hue_turn(out["source"][i], original["source"][i], regions[i] == REGIONS.index(name)) for name in ("hair", "face", "body")]
         assert len({round(t, 2) for t in turns}) == 3, f"pair {i}: hair, face and body get their own hue turns, got {turns}"

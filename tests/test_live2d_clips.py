@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
 from core.vocabulary import PARAMETER_INDEX, default_parameters
@@ -89,6 +90,14 @@ def test_cross_identity_training_pairs_stay_among_training_characters(dataset):
     assert all(mark not in (item["identity"], item["driving_identity"]) for item in items), "no held-out character drives or is driven"
     assert all(not np.allclose(item["target"], item["driving"]) for item in cross), "the target is the portrait's character, not the driver"
     assert len({item["source_params"].numpy().tobytes() for item in cross}) > 1, "portraits come from any frame of the replay"
+    assert all(torch.equal(item["driving_first"], item["source"]) for item in items if item["identity"] == item["driving_identity"])
+    frames, names = dm.train_cross.frames, sorted(CHARACTERS)
+    replay = {c.character: i for i, c in enumerate(dm.train_cross.clips) if c.source == "replay"}
+    for item in cross:  # relative transfer's reference: the driver in the portrait's pose (same replayed frame)
+        portrait, driver = replay[names[item["identity"]]], replay[names[item["driving_identity"]]]
+        t = next(t for t in range(10) if torch.equal(frames.frame(portrait, t)["params"], item["source_params"]))
+        assert torch.equal(item["driving_first"], frames.frame(driver, t)["image"])
+    assert "driving_first" not in Live2DClipDataModule(str(dataset), image_size=32, held_out=["Mark"], train_pairs=4).train_set[0]
     with pytest.raises(Exception, match="cross_fraction must be in"):
         Live2DClipDataModule(str(dataset), held_out=["Mark"], cross_fraction=1.0)
     with pytest.raises(Exception, match=r"among Haru\)"):

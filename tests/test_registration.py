@@ -110,6 +110,48 @@ def test_the_animator_registers_each_driving_frame_with_its_reference(frames):
         assert torch.allclose(animator.animate_frame(portrait, driving, animator.describe(frames), reference_frame=frames), relative, atol=1e-5)
 
 
+def test_cross_identity_training_pairs_are_animated_as_relative_transfer(frames):
+    """A batch with ``driving_first``: its cross-identity pairs are predicted as ``animate``'s relative transfer (the
+    driver's change since ``driving_first``, registration included), its self pairs (``driving_first`` = the
+    portrait) as before."""
+    animator = make_animator().eval()
+    shift = torch.tensor([[[1.0, 0.0, 0.06], [0.0, 1.0, 0.02]]]).expand(4, 2, 3)
+    driving, first = warp_affine(frames.roll(1, 0), shift), frames.roll(1, 0)
+    first = torch.cat([frames[:2], first[2:]])  # items 0, 1: self pairs; 2, 3: another character drives
+    driving = torch.cat([warp_affine(frames[:2], shift[:2]), driving[2:]])
+    with torch.no_grad():
+        _, prediction = animator.compute_losses({"source": frames, "driving": driving, "target": driving, "driving_first": first})
+        _, plain = animator.compute_losses({"source": frames, "driving": driving, "target": driving})
+        expected = animator.animate(frames, driving, first)
+    assert torch.allclose(prediction[:2], plain[:2], atol=1e-5), "self pairs: unchanged"
+    assert torch.allclose(prediction.clamp(0, 1)[2:], expected["relative"][2:], atol=1e-5)
+    assert (prediction.clamp(0, 1)[2:] - expected["absolute"][2:]).abs().max() > 0.01, "not the absolute transfer"
+
+
+def test_the_drivers_change_can_be_registered_as_a_rigid_motion(frames):
+    """``registration_transfer: euclidean`` fits rotation and translation between the driver's frames: a stretch of
+    the driver is left out of relative transfer, not of absolute transfer or training."""
+    stretch = torch.tensor([[[1.12, 0.0, 0.04], [0.0, 0.94, 0.0]]]).expand(4, 2, 3)
+    stretched = warp_affine(frames, stretch)
+    rigid, registered = register_affine(frames, stretched, motion="euclidean")
+    assert registered.all()
+    linear = rigid[:, :, :2]
+    assert torch.allclose(linear @ linear.transpose(1, 2), torch.eye(2).expand(4, 2, 2), atol=1e-4), "a rotation"
+    assert (rigid[:, 0, 2] - 0.04).abs().max() < 0.03
+    with pytest.raises(ValueError, match="motion must be one of"):
+        register_affine(frames, stretched, motion="homography")
+    animator = make_animator()
+    animator.registration_transfer = "euclidean"
+    with torch.no_grad():
+        transferred = animator.registered(animator.describe(stretched), stretched, frames, transfer=True)
+        trained = animator.registered(animator.describe(stretched), stretched, frames)
+    assert torch.allclose(transferred.jacobians[:, -1] @ transferred.jacobians[:, -1].transpose(1, 2), torch.eye(2).expand(4, 2, 2), atol=1e-4)
+    assert (trained.jacobians[:, -1, 0, 0] - 1 / 1.12).abs().max() < 0.02, "absolute registration keeps the stretch"
+    with pytest.raises(UserFacingError, match="registration_transfer must be"):
+        AnimatorModule(descriptor=KeypointDescriptor(num_keypoints=3, jacobians=True), backbone=WarpingGenerator, image_size=64,
+                       registration=[[0.0, 0.0, 1.0]], registration_transfer="rigid")
+
+
 def test_registration_needs_keypoints_with_jacobians_and_proper_windows():
     with pytest.raises(UserFacingError, match="registration needs a descriptor with keypoints and Jacobians"):
         make_animator(jacobians=False)
@@ -133,6 +175,9 @@ def test_video_animation_registers_each_frame_with_the_drivers_first(frames):
         expected = animator.animate(frames[:1], torch.tensor(to_rgb(driver[1]) / 255.0, dtype=torch.float32).permute(2, 0, 1)[None],
                                     torch.tensor(to_rgb(frames[1]) / 255.0, dtype=torch.float32).permute(2, 0, 1)[None])["relative"]
     assert (animated - expected).abs().max() < 1.5 / 255
+    assert animation.unregistered == 0
+    animation(to_rgb(torch.full_like(frames[0], 0.5)))  # nothing ECC could align: counted for the report
+    assert animation.unregistered == 1
 
 
 def test_the_registration_config_trains_from_the_cli_and_logs_what_it_aligned(tmp_path):

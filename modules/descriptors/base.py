@@ -54,9 +54,21 @@ class Motion:
     keypoints: Tensor | None = None
     jacobians: Tensor | None = None
 
-    def __getitem__(self, index: slice) -> Motion:
-        """The descriptions of the batch items selected by ``index``."""
+    def __getitem__(self, index: slice | Tensor) -> Motion:
+        """The descriptions of the batch items selected by ``index`` (a slice, or a ``B`` bool mask)."""
         return Motion(*(None if t is None else t[index] for t in astuple_shallow(self)))
+
+    def replaced(self, index: Tensor, other: Motion) -> Motion:
+        """A copy with the items selected by ``index`` (``B`` bool) replaced by ``other``'s (one per selected item;
+        fields ``other`` lacks stay this motion's)."""
+        def put(mine: Tensor | None, theirs: Tensor | None) -> Tensor | None:
+            if mine is None or theirs is None:
+                return mine
+            mine = mine.clone()
+            mine[index] = theirs.to(mine.dtype)
+            return mine
+
+        return Motion(*(put(m, o) for m, o in zip(astuple_shallow(self), astuple_shallow(other))))
 
     def relative(self, driving: Motion, driving_first: Motion, scale: Tensor | None = None) -> Motion:
         """Relative motion transfer: this (source) description moved by the driver's change since its first frame.
