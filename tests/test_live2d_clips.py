@@ -117,6 +117,21 @@ def test_trains_from_live2d_clips(dataset, tmp_path):
 
 
 @needs_models
+def test_registration_trains_on_relative_cross_identity_pairs_from_the_cli(dataset, tmp_path):
+    """The benchmark's best run: registration keypoints, cross-identity pairs transferred relatively in training."""
+    args = tiny_args(tmp_path, steps=2, extra=[
+        f"--config={CONFIGS / 'backbone' / 'warping.yaml'}", f"--config={CONFIGS / 'registration.yaml'}",
+        f"--config={CONFIGS / 'data' / 'live2d.yaml'}", f"--data.init_args.root={dataset}", "--data.init_args.image_size=64",
+        "--data.init_args.held_out=[Mark]", "--data.init_args.num_workers=0", "--data.init_args.batch_size=4",
+        "--data.init_args.cross_fraction=0.5", "--data.init_args.val_pairs=4"])
+    cli = run_cli(args)
+    assert cli.model.registration_transfer == "euclidean" and cli.datamodule.train_cross is not None
+    assert "driving_first" in next(iter(cli.datamodule.train_dataloader()))
+    losses = metric_by_step(Path(cli.trainer.log_dir), "train/loss")
+    assert len(losses) == 2 and all(np.isfinite(list(losses.values())))
+
+
+@needs_models
 def test_damaged_clips_are_named_and_skipped(dataset, tmp_path):
     import shutil
 
