@@ -273,7 +273,7 @@ class AnimatorModule(LightningModule):
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
         m_src, m_drv = self.registered(m_src), self.registered(m_drv, driving, first if relative else source)
         if relative:  # as animate's relative transfer, for the pairs whose driver is another character
-            cross = (first != source).flatten(1).any(1)
+            cross = (first - source).abs().flatten(1).amax(1) > 1e-3  # self pairs: the portrait, up to augmentation's rounding
             if cross.any():
                 m_first = self.registered(motion[2 * size :][cross])
                 m_drv = m_drv.replaced(cross, m_src[cross].relative(m_drv[cross], m_first))
