@@ -26,7 +26,8 @@ Scores, on the held-out characters only (``datamodules.protocols``):
 * **registration alone** — no network: the portrait warped by the affine that registers the driving frame with the
   portrait (self) or with the driver's first frame (cross, relative) by OpenCV's ECC (:mod:`modules.registration`;
   scored once, with the flow ceiling). A method, as it reads only the driver: what a single global motion does;
-* **fps** — networks only, 256² batch 1 on this machine, portrait described once;
+* **fps** — networks only (registration included), 256² batch 1 on this machine, portrait described once, timed on
+  the first held-out self pair (upscaled: real frames, since ECC's iterations depend on the content);
 * **true parameters** (descriptors whose vector is the rig parameters) — the same items animated with the
   ground-truth parameters of portrait and driver in place of the descriptor's reading (landmarks still read:
   absolute in self, relative in cross): what the generator makes of a perfect reading, i.e. of a parameter
@@ -321,11 +322,12 @@ def write_strip(items: dict, rows: list[tuple[str, int]], path: Path) -> None:
 
 
 @torch.inference_mode()
-def frames_per_second(model, size: int = 256, frames: int = 30) -> float:
-    """Networks-only animation speed at ``size``² batch 1: the portrait is described once, then per frame the
-    driving frame is described and the backbone animates."""
+def frames_per_second(model, portrait: torch.Tensor, driving: torch.Tensor, frames: int = 30) -> float:
+    """Networks-only animation speed, batch 1: ``portrait`` is described once, then per frame the ``driving`` frame
+    (both ``1×3×S×S``; real frames, since ECC's iterations with ``registration`` depend on the content) is described,
+    registered and animated."""
     model.eval()
-    portrait, driving = torch.rand(1, 3, size, size, device=model.device), torch.rand(1, 3, size, size, device=model.device)
+    portrait, driving = portrait.to(model.device), driving.to(model.device)
     prepared = model.prepare(portrait)
     for _ in range(3):
         model.animate_frame(prepared, driving)
@@ -426,7 +428,9 @@ def main(argv: list[str] | None = None) -> None:
             items = evaluate(model, datamodule, args.eval_clips, args.eval_frames, flow_ceiling=number == 1)
             strips = strips or strip_indices(items)
             write_strip(items, strips, args.out / f"strip_{run.name}.png")
-            fps = frames_per_second(model, args.fps_size)
+            first_pair = [F.interpolate(items["self"][f"image/{key}"][:1], size=args.fps_size, mode="bilinear", align_corners=False)
+                          for key in ("source", "driving")]
+            fps = frames_per_second(model, *first_pair)
             evaluation_guess = time.monotonic() - started
             results.append({"name": run.name, "configs": run.configs, "overrides": run.overrides, "steps": steps, "fps": fps,
                             "cross_kind": transfer_kind(model), "scores": summarise(items)})
