@@ -264,7 +264,9 @@ class AnimatorModule(LightningModule):
         size = source.shape[0]
         teacher = self.teacher_forcing and "source_params" in batch and "driving_params" in batch
         relative = first is not None and not teacher  # parameters transfer as they are (identity-free)
-        motion = self.describe(torch.cat([source, driving] + ([first] if relative else [])))
+        # the pairs another character drives (self pairs carry the portrait, up to augmentation's rounding)
+        cross = (first - source).abs().flatten(1).amax(1) > 1e-3 if relative else torch.zeros(size, dtype=torch.bool, device=source.device)
+        motion = self.describe(torch.cat([source, driving, first[cross]]) if cross.any() else torch.cat([source, driving]))
         m_src, m_drv = motion[:size], motion[size : 2 * size]
         read_drv = m_drv  # what the descriptor saw, for its own losses
         if teacher:
@@ -272,11 +274,8 @@ class AnimatorModule(LightningModule):
             m_src = self.descriptor.with_parameters(m_src, batch["source_params"], known)
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
         m_src, m_drv = self.registered(m_src), self.registered(m_drv, driving, first if relative else source)
-        if relative:  # as animate's relative transfer, for the pairs whose driver is another character
-            cross = (first - source).abs().flatten(1).amax(1) > 1e-3  # self pairs: the portrait, up to augmentation's rounding
-            if cross.any():
-                m_first = self.registered(motion[2 * size :][cross])
-                m_drv = m_drv.replaced(cross, m_src[cross].relative(m_drv[cross], m_first))
+        if cross.any():  # as animate's relative transfer
+            m_drv = m_drv.replaced(cross, m_src[cross].relative(m_drv[cross], self.registered(motion[2 * size :])))
         if weights.identity > 0:
             generated = self.backbone.generate(torch.cat([source, source]), Motion.cat([m_src, m_src]), Motion.cat([m_drv, m_src]))
             prediction, identity = generated.prediction[:size], generated.prediction[size:]
