@@ -184,7 +184,9 @@ def train(model, datamodule, budget: float, progress: PlainProgress) -> Trainer:
 def animate_with_true_parameters(model, batch: dict, relative: bool) -> torch.Tensor:
     """Clamped predictions with the true parameters (``source_params``, ``driving_params``; unknown entries keep the
     reading) as the vectors of a parameter descriptor's motions, the landmarks as read (``relative``: the driver's
-    change since ``driving_first`` applied to the portrait's)."""
+    change since ``driving_first`` applied to the portrait's). With registration the driving frame is registered as
+    :meth:`~modules.animator_module.AnimatorModule.animate` does (the driver's change is its registered keypoints
+    themselves: the reference's are the centre and the identity)."""
     size = batch["source"].shape[0]
     frames = [batch["source"], batch["driving"]] + ([batch["driving_first"]] if relative else [])
     motion = model.describe(torch.cat(frames))
@@ -193,7 +195,8 @@ def animate_with_true_parameters(model, batch: dict, relative: bool) -> torch.Te
     if relative:
         driving_motion = source_motion.relative(driving_motion, motion[2 * size :])
     driving_motion = model.descriptor.with_parameters(driving_motion, batch["driving_params"])
-    return model.animate_motion(PreparedPortrait(batch["source"], source_motion), driving_motion)
+    driving_motion = model.registered(driving_motion, batch["driving"], batch["driving_first" if relative else "source"], transfer=relative)
+    return model.animate_motion(PreparedPortrait(batch["source"], model.registered(source_motion)), driving_motion)
 
 
 def optical_flow_warp(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

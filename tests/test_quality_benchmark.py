@@ -3,6 +3,7 @@ scores against the no-motion floor, strips, and one-line errors before anything 
 
 import json
 import sys
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,9 +12,13 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, write_puppet_clips
+from core.vocabulary import PARAMETER_NAMES
+from datamodules import PuppetPairs
 from datamodules.live2d.trajectories import random_trajectory
 from datamodules.puppet import PuppetIdentity, render_puppet
 from modules import AnimatorModule
+from modules.backbones import WarpingGenerator
+from modules.descriptors import RigDescriptor
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import quality  # noqa: E402
@@ -63,6 +68,24 @@ def test_floor_is_the_portrait_itself(clips):
     scores = quality.summarise({"self": rows})
     assert scores["self/l1/floor"] == pytest.approx(0.2) and scores["self/face/floor"] == pytest.approx(0.2), "empty face masks are left out"
     assert scores["self/l1/abs/C"] == pytest.approx(0.05) and quality.under(0.05, 0.1) == "0.0500 (+50 %)"
+
+
+def test_parameter_driven_animation_registers_as_animate_does():
+    """The "driven by the true parameters" rows with a rig descriptor and registration keypoints: where no parameter is
+    known (NaN) the reading stands, so the prediction is ``animate``'s own — registration included, absolute and
+    relative."""
+    pairs = PuppetPairs(list(range(4)), length=4, image_size=64, seed=0)
+    frames = torch.stack([pairs[i]["source"] for i in range(4)])
+    animator = AnimatorModule(descriptor=RigDescriptor(input_size=32, expression_jacobians=True),
+                              backbone=partial(WarpingGenerator, width=8, motion_width=8, refine=False), image_size=64,
+                              registration=[[0.0, 0.0, 1.0], [0.0, 0.25, 0.5]]).eval()
+    unknown = torch.full((4, len(PARAMETER_NAMES)), float("nan"))
+    batch = {"source": frames, "driving": frames.roll(1, 0), "driving_first": frames.roll(2, 0), "source_params": unknown, "driving_params": unknown}
+    with torch.no_grad():
+        expected = animator.animate(batch["source"], batch["driving"], batch["driving_first"], scale_movement=False)
+        for relative, kind in ((False, "absolute"), (True, "relative")):
+            driven = quality.animate_with_true_parameters(animator, batch, relative=relative)
+            assert torch.allclose(driven, expected[kind], atol=1e-5), kind
 
 
 def test_cross_identity_is_headlined_in_the_transfer_animate_uses():
