@@ -188,3 +188,6 @@ def test_the_registration_config_trains_from_the_cli_and_logs_what_it_aligned(tm
     assert cli.model.registration == [(0.0, 0.0, 1.0), (0.0, 0.25, 0.5)]
     keypoints = cli.model.descriptor.spec.num_keypoints
     assert cli.model.backbone.dense_motion.mask.out_channels == keypoints + 3, "identity, the keypoints and two registrations"
+    parts = metric_by_step(Path(cli.trainer.log_dir), "train/backbone/parts")
+    assert cli.model.backbone.part_weight == 0.1 and len(parts) == 2 and all(0.0 < value < 1.0 for value in parts.values()), \
+        "the head-moves, body-stays term is trained (puppet batches carry region maps)"
