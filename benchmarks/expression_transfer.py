@@ -222,11 +222,11 @@ def print_table(part: str, rows: dict[str, dict], steps: int) -> None:
         print(f"| {name} | {cells(row['all'])} | {cells(row['big'])} |")
 
 
-def split_clips(clips: list[ClipInfo], held_out: list[str], probe_clips: int) -> tuple[list[int], list[int], list[int]]:
+def split_clips(clips: list[ClipInfo], held_out: list[str], probe_clips: int, training: list[str]) -> tuple[list[int], list[int], list[int]]:
     """Indices of the training clips, the training characters' held-back clips (their last ``probe_clips`` by name)
-    and the held-out characters' clips."""
+    and the held-out characters' clips; characters neither in ``training`` nor held out are not used."""
     train, probe, held = [], [], []
-    for character in sorted({c.character for c in clips}):
+    for character in sorted(set(training) | set(held_out)):
         own = sorted((i for i, c in enumerate(clips) if c.character == character), key=lambda i: clips[i].name)
         if character in held_out:
             held += own
@@ -247,13 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patch", type=int, default=17, help="patch side in pixels at --size")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--probe-clips", type=int, default=2, help="clips per training character held back for scoring")
+    parser.add_argument("--train-characters", type=int, default=0,
+                        help="train on this many of the training characters (drawn with --seed), to see how the transfer grows with them; 0: all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("logs/expression_transfer"))
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        if min(args.budget, args.size, args.patch, args.batch, args.probe_clips) <= 0:
-            raise UserFacingError(f"--budget, --size, --patch, --batch and --probe-clips must be positive, got "
-                                  f"{args.budget}, {args.size}, {args.patch}, {args.batch}, {args.probe_clips}")
+        if min(args.budget, args.size, args.patch, args.batch, args.probe_clips) <= 0 or args.train_characters < 0:
+            raise UserFacingError(f"--budget, --size, --patch, --batch and --probe-clips must be positive and --train-characters "
+                                  f"at least 0, got {args.budget}, {args.size}, {args.patch}, {args.batch}, {args.probe_clips}, "
+                                  f"{args.train_characters}")
         if not args.data.is_dir():
             raise UserFacingError(f"--data {str(args.data)!r} is not a folder; render clips with python -m lightning_app.render --models ../shared/live2d --out {args.data}")
         clips, bad = index_clips(args.data)
@@ -267,14 +270,21 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [c for c in args.held_out if c not in characters]
         if unknown:
             raise UserFacingError(f"--held-out {' '.join(unknown)}: no clips with landmarks under {args.data} (characters: {', '.join(characters) or 'none'})")
-        train, probe, held = split_clips(clips, args.held_out, args.probe_clips)
+        candidates = [c for c in characters if c not in args.held_out]
+        if args.train_characters > len(candidates):
+            raise UserFacingError(f"--train-characters {args.train_characters}: only {len(candidates)} characters are not held out")
+        order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(args.seed)).tolist()
+        training_characters = sorted(candidates[i] for i in order[: args.train_characters or len(candidates)])
+        print(f"training characters: {', '.join(training_characters)}", flush=True)
+        train, probe, held = split_clips(clips, args.held_out, args.probe_clips, training_characters)
         if not train or not probe:
             raise UserFacingError(f"--probe-clips {args.probe_clips} leaves no training clips or none to score: every training character needs more clips than that")
         torch.manual_seed(args.seed)
         reader = ClipFrames(clips, args.size, (255, 255, 255))
         seen = sorted({clips[i].character for i in probe})
         groups = {"training characters, held-back clips": seen, **{c: [c] for c in args.held_out}}
-        report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "parts": {}}
+        report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                  "training_characters": training_characters, "parts": {}}
         args.out.mkdir(parents=True, exist_ok=True)
         for number, name in enumerate(args.parts, 1):
             part = PARTS[name]

@@ -92,11 +92,24 @@ def test_benchmark_scores_training_characters_apart_from_held_out_ones(clips, tm
     assert "| D | 0 | — | — | 0 | — | — |" in printed, "a character without the part is shown as such, not scored"
 
 
+def test_a_subset_of_training_characters_trains_on_fewer_and_scores_the_same_held_out_items(clips, tmp_path):
+    out = tmp_path / "out"
+    et.main(["--data", str(clips), "--held-out", "C", "D", "--parts", "eyes", "--budget", "0.5", "--size", "32", "--patch", "9",
+             "--probe-clips", "1", "--train-characters", "1", "--out", str(out)])
+    report = json.loads((out / "expression_transfer.json").read_text())
+    assert len(report["training_characters"]) == 1 and report["training_characters"][0] in ("A", "B")
+    eyes = report["parts"]["eyes"]
+    assert list(report["parts"]) == ["eyes"] and eyes["training_items"] == 2 * 4 * 2, "one character, 2 clips, 4 frames, 2 eyes"
+    assert eyes["rows"]["training characters, held-back clips"]["all"]["items"] == 1 * 4 * 2, "only its own held-back clip"
+    assert eyes["rows"]["C"]["all"]["items"] == 3 * 4 * 2, "the held-out characters are scored in full"
+
+
 def test_bad_arguments_stop_with_one_line_before_writing(clips, tmp_path, capsys):
     out = tmp_path / "out"
     for argv, words in ((["--data", str(tmp_path / "none")], "is not a folder"),
                         (["--data", str(clips), "--held-out", "Z"], "--held-out Z: no clips with landmarks"),
                         (["--data", str(clips), "--held-out", "C", "--probe-clips", "3"], "leaves no training clips"),
+                        (["--data", str(clips), "--held-out", "C", "D", "--train-characters", "3"], "only 2 characters are not held out"),
                         (["--data", str(clips), "--budget", "0"], "must be positive")):
         with pytest.raises(SystemExit) as exc:
             et.main([*argv, "--out", str(out)])
