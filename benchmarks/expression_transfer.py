@@ -97,31 +97,37 @@ class PartItems:
     characters: list[str]
 
 
-def part_items(reader: ClipFrames, clips: list[int], part: Part, side: int) -> PartItems:
-    """The items of ``part`` in ``clips`` (indices into the reader's clips): frames ``t ≥ 1`` of each clip against its
-    first, one item per instance; items where either opening is unknown (the character lacks it) are left out."""
-    sources, targets, openings, characters = [], [], [], []
+def part_items(reader: ClipFrames, clips: list[int], parts: dict[str, Part], side: int) -> dict[str, PartItems]:
+    """The items of each of ``parts`` in ``clips`` (indices into the reader's clips), every clip read once: frames
+    ``t ≥ 1`` of each clip against its first, one item per instance; items where either opening is unknown (the
+    character lacks it) are left out."""
+    found: dict[str, dict[str, list]] = {name: {"source": [], "target": [], "openings": [], "characters": []} for name in parts}
     for clip in clips:
         info = reader.clips[clip]
         frames = [reader.frame(clip, t) for t in range(info.frames)]
         images = torch.stack([f["image"] for f in frames])
         keypoints = torch.stack([f["keypoints"] for f in frames])
-        for landmarks, name, mirrored in zip(part.landmarks, part.openings, part.mirrored):
-            opening = torch.stack([torch.where(f["param_mask"][PARAMETER_INDEX[name]], f["params"][PARAMETER_INDEX[name]], torch.nan) for f in frames])
-            known = opening.isfinite() & opening[0].isfinite()
-            known[0] = False
-            if not known.any():
-                continue
-            centres = keypoints[:, [KEYPOINT_NAMES.index(n) for n in landmarks]].mean(1)
-            flip = torch.full((info.frames,), mirrored)
-            patches = crop_patches(images, centres, side, flip)
-            sources.append(patches[:1].expand(int(known.sum()), -1, -1, -1))
-            targets.append(patches[known])
-            openings.append(torch.stack([opening[0].expand(int(known.sum())), opening[known]], 1))
-            characters += [info.character] * int(known.sum())
-    if not characters:
-        return PartItems(torch.empty(0, 3, side, side), torch.empty(0, 3, side, side), torch.empty(0, 2), [])
-    return PartItems(torch.cat(sources), torch.cat(targets), torch.cat(openings), characters)
+        for name, part in parts.items():
+            for landmarks, parameter, mirrored in zip(part.landmarks, part.openings, part.mirrored):
+                index = PARAMETER_INDEX[parameter]
+                opening = torch.stack([torch.where(f["param_mask"][index], f["params"][index], torch.nan) for f in frames])
+                known = opening.isfinite() & opening[0].isfinite()
+                known[0] = False
+                count = int(known.sum())
+                if not count:
+                    continue
+                centres = keypoints[:, [KEYPOINT_NAMES.index(n) for n in landmarks]].mean(1)
+                patches = crop_patches(images, centres, side, torch.full((info.frames,), mirrored))
+                lists = found[name]
+                lists["source"].append(patches[:1].expand(count, -1, -1, -1))
+                lists["target"].append(patches[known])
+                lists["openings"].append(torch.stack([opening[0].expand(count), opening[known]], 1))
+                lists["characters"] += [info.character] * count
+    empty = torch.empty(0, 3, side, side)
+    return {name: PartItems(torch.cat(lists["source"]) if lists["characters"] else empty,
+                            torch.cat(lists["target"]) if lists["characters"] else empty,
+                            torch.cat(lists["openings"]) if lists["characters"] else torch.empty(0, 2), lists["characters"])
+            for name, lists in found.items()}
 
 
 class PatchSynthesiser(nn.Module):
@@ -286,11 +292,12 @@ def main(argv: list[str] | None = None) -> None:
         report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                   "training_characters": training_characters, "parts": {}}
         args.out.mkdir(parents=True, exist_ok=True)
+        parts = {name: PARTS[name] for name in args.parts}
+        print(f"reading the patches of {len(train) + len(probe) + len(held)} clips", flush=True)
+        training_items, scored_items = part_items(reader, train, parts, args.patch), part_items(reader, probe + held, parts, args.patch)
         for number, name in enumerate(args.parts, 1):
-            part = PARTS[name]
             label = f"[{number}/{len(args.parts)}] {name}"
-            training = part_items(reader, train, part, args.patch)
-            scored = part_items(reader, probe + held, part, args.patch)
+            training, scored = training_items[name], scored_items[name]
             print(f"{label}: {len(training.characters)} training items, {len(scored.characters)} scored; training for {args.budget:.0f} s", flush=True)
             if not training.characters:
                 print(f"{label}: no training character has this part's opening; skipped", flush=True)
