@@ -123,10 +123,8 @@ def part_items(reader: ClipFrames, clips: list[int], parts: dict[str, Part], sid
                 lists["target"].append(patches[known])
                 lists["openings"].append(torch.stack([opening[0].expand(count), opening[known]], 1))
                 lists["characters"] += [info.character] * count
-    empty = torch.empty(0, 3, side, side)
-    return {name: PartItems(torch.cat(lists["source"]) if lists["characters"] else empty,
-                            torch.cat(lists["target"]) if lists["characters"] else empty,
-                            torch.cat(lists["openings"]) if lists["characters"] else torch.empty(0, 2), lists["characters"])
+    empty = {"source": [torch.empty(0, 3, side, side)], "target": [torch.empty(0, 3, side, side)], "openings": [torch.empty(0, 2)]}
+    return {name: PartItems(*(torch.cat(lists[key] or empty[key]) for key in ("source", "target", "openings")), lists["characters"])
             for name, lists in found.items()}
 
 
