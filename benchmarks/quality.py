@@ -175,7 +175,7 @@ def train(model, datamodule, budget: float, progress: PlainProgress) -> Trainer:
         callbacks=[GradientNormClipping(1.0), WallClockCosine(budget), progress], enable_checkpointing=False,
         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
     )
-    if model.descriptor.needs_parameters:
+    if model.needs_parameters:
         datamodule.require_parameters()
     trainer.fit(model, datamodule=datamodule)
     return trainer

@@ -310,7 +310,7 @@ class AnimatorCLI(ProjectCLI):
 
     def before_fit(self) -> None:
         """Refuse data that lacks what the descriptor learns from, then ``--weights_from`` and ``--ckpt_path last``."""
-        if self.model.descriptor.needs_parameters and isinstance(self.datamodule, PairDataModule):
+        if self.model.needs_parameters and isinstance(self.datamodule, PairDataModule):
             self.datamodule.require_parameters()
         self._before_run()
 

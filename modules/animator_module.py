@@ -7,7 +7,7 @@ Training step, for a batch of (portrait ``source``, ``driving`` frame) pairs of 
     identity               = backbone(source, motion_src, motion_src)      # should equal source
 
 and the weighted loss terms of :class:`~modules.losses.LossWeights`, plus the descriptor's and the backbone's own
-(``descriptor/…``, ``backbone/…``, already weighted by their settings). Validation and test score the clamped
+(``descriptor/…``, ``backbone/…``, ``reader/…`` for a ``parameter_reader``, already weighted by their settings). Validation and test score the clamped
 prediction against ``batch["target"]`` (the driving frame in self-reenactment, the ground-truth frame in
 cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation protocols
 (:mod:`datamodules.protocols`) test logs ``test/<protocol>/<split>/<metric>``, where cross-identity pairs are
@@ -40,6 +40,8 @@ from core.errors import CheckpointError, NonFiniteError, UserFacingError
 from core.vocabulary import EXPRESSION_REGIONS
 from modules.backbones.base import BackboneFactory
 from modules.descriptors.base import Motion, MotionDescriptor, movement_scale
+from modules.descriptors.rig import normalise_rig_parameters
+from modules.parameter_map import ParameterAffineMap
 from modules.registration import MotionType, Window, affine_keypoint, reference_keypoint, register_affine
 from modules.losses import (
     LossWeights,
@@ -123,6 +125,16 @@ class AnimatorModule(LightningModule):
             relative transfer (the driver's change, to be put on another character): ``"affine"``, as in training, or
             ``"euclidean"``, rotation and translation only — the stretch and shear of the driver's affine come from
             its own shape and expressions, which another character does not share.
+        parameter_reader: with ``registration``, a descriptor whose vector is the rig parameters
+            (:class:`~modules.descriptors.RigDescriptor`, landmarks not needed), trained alongside on the driving frames'
+            true parameters (``reader/…`` terms; data with parameters needed). In relative transfer it reads the
+            driver's parameter change, and a linear map fitted on the training pairs
+            (:class:`~modules.parameter_map.ParameterAffineMap`: parameter change → each window's affine, the
+            character's own) turns it into the motion an average character makes for it; the registration keypoints
+            then move by a blend of that and the driver's registered change (``parameter_share``). The driver's
+            pixels move as far as its own rig moves; the parameters say how far it turned, whoever turned.
+        parameter_share: the share of the parameter map's affine in that blend (``[0, 1]``; 0: the driver's registered
+            change only, 1: the parameters only; where ECC fails, the parameters only).
         non_finite: what a NaN or infinite loss term or gradient does: ``"stop"`` ends training with a message naming
             the step and the terms (nothing is saved from it), ``"skip"`` leaves the step out (no update) and counts
             it (``train/skipped_steps``), stopping after ``max_skipped_steps``. Either way no checkpoint with
@@ -148,6 +160,8 @@ class AnimatorModule(LightningModule):
         teacher_forcing: bool = False,
         registration: list[Window] | None = None,
         registration_transfer: MotionType = "affine",
+        parameter_reader: MotionDescriptor | None = None,
+        parameter_share: float = 0.5,
         non_finite: NonFinitePolicy = "stop",
         max_skipped_steps: int = 20,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -170,6 +184,14 @@ class AnimatorModule(LightningModule):
         if registration_transfer not in ("affine", "euclidean"):
             raise UserFacingError(f"model.registration_transfer must be 'affine' or 'euclidean', got {registration_transfer!r}")
         self.registration, self.registration_transfer = registration, registration_transfer
+        if parameter_reader is not None and (not registration or not parameter_reader.vector_is_parameters):
+            raise UserFacingError(f"model.parameter_reader needs model.registration and a descriptor whose vector is the rig parameters "
+                                  f"(modules.descriptors.RigDescriptor), got registration={registration or None} and "
+                                  f"{type(parameter_reader).__name__}")
+        if not 0.0 <= parameter_share <= 1.0:
+            raise UserFacingError(f"model.parameter_share must lie in [0, 1], got {parameter_share}")
+        self.parameter_reader, self.parameter_share = parameter_reader, parameter_share
+        self.parameter_map = ParameterAffineMap(parameter_reader.spec.vector_dim, len(registration)) if parameter_reader is not None else None
         self.last_registration_rate: float | None = None  # share of the last registered frames ECC aligned (logged in training)
         self.backbone = backbone(spec, channels)
         self.backbone.check_size(image_size, image_size)
@@ -214,29 +236,75 @@ class AnimatorModule(LightningModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.descriptor.trainable):
             return self.descriptor(frames)
 
+    @property
+    def needs_parameters(self) -> bool:
+        """Training needs the data's true rig parameters (for the descriptor or the parameter reader)."""
+        return self.descriptor.needs_parameters or self.parameter_reader is not None
+
+    def registration_affines(self, frames: Tensor, references: Tensor, motion_type: MotionType = "affine") -> tuple[Tensor, Tensor]:
+        """``frames`` ``B×3×H×W`` registered with ``references`` (the same shape, or one frame for all) in every window
+        of ``registration``: affines ``B×W×2×3`` (:mod:`modules.registration`) and ``B×W`` bool, where ECC aligned
+        (elsewhere the identity); the share aligned is kept for the training log."""
+        results = [register_affine(references.expand_as(frames), frames, window, motion_type) for window in self.registration]
+        aligned = torch.stack([ok for _, ok in results], 1)
+        self.last_registration_rate = aligned.float().mean().item()
+        return torch.stack([affine for affine, _ in results], 1), aligned
+
+    def transferred_affines(self, affines: Tensor, aligned: Tensor, frames: Tensor, references: Tensor) -> Tensor:
+        """The registration affines of a relative transfer: the driver's registered change (``affines`` ``B×W×2×3`` of
+        ``frames`` with ``references``, ``aligned`` ``B×W``) as it is, or with ``parameter_reader`` blended with the
+        affines the parameter map gives for the reader's reading of the same change (``parameter_share``; the map's
+        alone where ECC failed). No gradient reaches the reader from here: it learns the parameters only."""
+        if self.parameter_reader is None or self.parameter_map is None:
+            return affines
+        with torch.no_grad():
+            change = self.parameter_reader(frames).vector - self.parameter_reader(references.expand_as(frames)).vector
+        share = torch.where(aligned, self.parameter_share, 1.0).to(affines.dtype)[..., None, None]
+        return (1.0 - share) * affines + share * self.parameter_map(change).to(affines.dtype)
+
+    def with_registration(self, motion: Motion, affines: Tensor | None) -> Motion:
+        """``motion`` with one keypoint per registration window appended: the keypoint whose first-order motion is
+        that window's affine (``affines`` ``B×W×2×3``), or with ``None`` the reference's own — the centre with the
+        identity Jacobian."""
+        size, windows = len(motion.vector), len(self.registration)
+        if affines is None:
+            keypoint, jacobian = reference_keypoint(size, motion.vector.device, motion.vector.dtype)
+            keypoints, jacobians = keypoint.expand(size, windows, 2), jacobian.expand(size, windows, 2, 2)
+        else:
+            keypoint, jacobian = affine_keypoint(affines.flatten(0, 1))
+            keypoints, jacobians = keypoint.view(size, windows, 2), jacobian.view(size, windows, 2, 2)
+        return replace(motion, keypoints=torch.cat([motion.keypoints, keypoints], 1), jacobians=torch.cat([motion.jacobians, jacobians], 1))
+
     def registered(self, motion: Motion, frames: Tensor | None = None, references: Tensor | None = None,
                    transfer: bool = False) -> Motion:
         """``motion`` with the registration keypoints appended (one per window of ``registration``) where the motion
         lacks them (unchanged otherwise): those of ``frames`` registered with ``references`` (``B×3×H×W``; a single
         reference serves every frame; ``transfer``: the driver's own first frame in relative transfer, registered with
-        ``registration_transfer`` motions), or without frames the reference's own — the centre with the identity
-        Jacobian, which is also what a motion from a vector (a human face, parameters) gets: nothing to register."""
+        ``registration_transfer`` motions and blended with the parameter map's, :meth:`transferred_affines`), or
+        without frames the reference's own — the centre with the identity Jacobian, which is also what a motion from
+        a vector (a human face, parameters) gets: nothing to register."""
         if not self.registration or motion.keypoints.shape[1] > self.descriptor.spec.num_keypoints:
             return motion
-        keypoints, jacobians, aligned = [motion.keypoints], [motion.jacobians], []
-        for window in self.registration:
-            if frames is None:
-                keypoint, jacobian = reference_keypoint(len(motion.vector), motion.vector.device, motion.vector.dtype)
-            else:
-                kind = self.registration_transfer if transfer else "affine"
-                affine, registered = register_affine(references.expand_as(frames), frames, window, kind)
-                keypoint, jacobian = affine_keypoint(affine)
-                aligned.append(registered)
-            keypoints.append(keypoint)
-            jacobians.append(jacobian)
-        if aligned:
-            self.last_registration_rate = torch.cat(aligned).float().mean().item()
-        return replace(motion, keypoints=torch.cat(keypoints, 1), jacobians=torch.cat(jacobians, 1))
+        if frames is None:
+            return self.with_registration(motion, None)
+        affines, aligned = self.registration_affines(frames, references, self.registration_transfer if transfer else "affine")
+        if transfer:
+            affines = self.transferred_affines(affines, aligned, frames, references)
+        return self.with_registration(motion, affines)
+
+    def observe_parameter_map(self, batch: dict[str, Tensor], affines: Tensor, aligned: Tensor, own: Tensor) -> None:
+        """Add a training batch's pairs of one character (``own`` ``B`` bool) whose registration aligned in every
+        window to the parameter map's fit: their true parameter change (driving − portrait, normalised; entries the
+        character lacks or does not know: 0) against their registration ``affines`` ``B×W×2×3``."""
+        if self.parameter_map is None or "source_params" not in batch or "driving_params" not in batch:
+            return
+        source, driving = batch["source_params"].to(affines.dtype), batch["driving_params"].to(affines.dtype)
+        known = source.isfinite() & driving.isfinite()
+        if "driving_param_mask" in batch:
+            known &= batch["driving_param_mask"].bool()
+        change = torch.where(known, normalise_rig_parameters(driving) - normalise_rig_parameters(source), torch.zeros_like(source))
+        use = own & aligned.all(1)
+        self.parameter_map.observe(change[use], affines[use])  # every step, even empty: under DDP every process must reduce
 
     def forward(self, source: Tensor, driving: Tensor) -> Tensor:
         """Animate ``source`` to the pose of ``driving`` (both ``B×3×H×W`` in ``[0, 1]``); unclamped."""
@@ -255,8 +323,9 @@ class AnimatorModule(LightningModule):
 
         Returns:
             The terms by name — those of :class:`~modules.losses.LossWeights` unweighted, the descriptor's and the
-            backbone's own (``descriptor/…``, e.g. equivariance; ``backbone/…``, e.g. mask losses) already
-            weighted — and the prediction ``B×3×H×W``.
+            backbone's own (``descriptor/…``, e.g. equivariance; ``backbone/…``, e.g. mask losses) and the parameter
+            reader's (``reader/…``) already weighted — and the prediction ``B×3×H×W``. Training batches' own-character
+            pairs also add to the parameter map's fit (:meth:`observe_parameter_map`).
         """
         weights = self.losses
         source, driving = batch["source"], batch["driving"]
@@ -273,7 +342,15 @@ class AnimatorModule(LightningModule):
             known = batch.get("driving_param_mask")  # the pair's character: the same for both frames
             m_src = self.descriptor.with_parameters(m_src, batch["source_params"], known)
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
-        m_src, m_drv = self.registered(m_src), self.registered(m_drv, driving, first if relative else source)
+        m_src = self.registered(m_src)
+        if self.registration:
+            affines, aligned = self.registration_affines(driving, first if relative else source)
+            if self.training and torch.is_grad_enabled():
+                self.observe_parameter_map(batch, affines, aligned, ~cross)
+            if cross.any():
+                affines = affines.clone()
+                affines[cross] = self.transferred_affines(affines[cross], aligned[cross], driving[cross], first[cross])
+            m_drv = self.with_registration(m_drv, affines)
         if cross.any():  # as animate's relative transfer
             m_drv = m_drv.replaced(cross, m_src[cross].relative(m_drv[cross], self.registered(motion[2 * size :])))
         if weights.identity > 0:
@@ -303,6 +380,9 @@ class AnimatorModule(LightningModule):
             terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, batch).items()})
             if self.descriptor.trainable:
                 terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, read_drv, batch).items()})
+            if self.parameter_reader is not None:
+                reading = self.parameter_reader(driving)
+                terms.update({f"reader/{name}": value for name, value in self.parameter_reader.auxiliary_losses(driving, reading, batch).items()})
         return terms, prediction
 
     def total_loss(self, terms: dict[str, Tensor]) -> Tensor:
