@@ -77,8 +77,8 @@ from modules.losses import region_error, region_mask  # noqa: E402
 from modules.registration import register_affine, warp_affine  # noqa: E402
 
 DEFAULT_RUNS = [
-    "keypoints+registration=configs/keypoints.yaml,configs/backbone/warping.yaml,configs/registration.yaml --model.reconstruction_beta=0 "
-    "--data.init_args.cross_fraction=0.25",
+    "keypoints+registration+reader=configs/keypoints.yaml,configs/backbone/warping.yaml,configs/registration.yaml,configs/parameter_reader.yaml "
+    "--model.reconstruction_beta=0 --data.init_args.cross_fraction=0.25",
     "keypoints+warping-l1=configs/keypoints.yaml,configs/backbone/warping.yaml --model.reconstruction_beta=0",
     "keypoints+expression_pose=configs/keypoints.yaml,configs/backbone/expression_pose.yaml",
     "rig+expression_pose=configs/rig.yaml",

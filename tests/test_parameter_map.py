@@ -12,6 +12,7 @@ from core.errors import UserFacingError
 from core.vocabulary import PARAMETER_INDEX, PARAMETER_NAMES
 from datamodules import PuppetPairs
 from modules import AnimatorModule
+from modules.animator_checkpoint import load_animator
 from modules.backbones import WarpingGenerator
 from modules.descriptors import KeypointDescriptor, RigDescriptor
 from modules.parameter_map import ParameterAffineMap
@@ -137,5 +138,8 @@ def test_the_parameter_reader_config_trains_from_the_cli_and_saves_the_fit(tmp_p
     assert isinstance(cli.model.parameter_reader, RigDescriptor) and cli.model.parameter_share == 0.5 and cli.model.needs_parameters
     readings = metric_by_step(Path(cli.trainer.log_dir), "train/reader/parameters")
     assert len(readings) == 2 and all(value > 0 for value in readings.values())
-    checkpoint = torch.load(next(Path(cli.trainer.log_dir).rglob("*.ckpt")), map_location="cpu", weights_only=False)
-    assert checkpoint["state_dict"]["parameter_map.count"] > 0, "the map's sums travel with the checkpoint"
+    path = next(Path(cli.trainer.log_dir).rglob("*.ckpt"))
+    count = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]["parameter_map.count"]
+    assert count > 0, "the map's sums travel with the checkpoint"
+    animator = load_animator(path)  # rebuilt from plain data, reader included
+    assert isinstance(animator.parameter_reader, RigDescriptor) and torch.equal(animator.parameter_map.count, count)
