@@ -257,6 +257,10 @@ class AnimatorModule(LightningModule):
         alone where ECC failed). No gradient reaches the reader from here: it learns the parameters only."""
         if self.parameter_reader is None or self.parameter_map is None:
             return affines
+        if not self.parameter_map.fitted and not self.training:
+            rank_zero_warn(f"the parameter map has seen {int(self.parameter_map.count)} training pairs, fewer than "
+                           f"{self.parameter_map.min_observations}: it answers 'no motion', so relative transfer moves by "
+                           f"{1 - self.parameter_share:.2f} of the driver's registered change — train longer")
         with torch.no_grad():
             change = self.parameter_reader(frames).vector - self.parameter_reader(references.expand_as(frames)).vector
         share = torch.where(aligned, self.parameter_share, 1.0).to(affines.dtype)[..., None, None]

@@ -79,6 +79,8 @@ def test_relative_transfer_blends_the_drivers_registered_change_with_the_paramet
     frames = pairs["source"]
     driving = warp_affine(frames, torch.tensor([[1.0, 0.0, 0.08], [0.0, 1.0, 0.0]]).expand(4, 2, 3))
     animator = make_animator().eval()
+    with pytest.warns(UserWarning, match="has seen 0 training pairs"), torch.no_grad():
+        animator.registered(animator.describe(driving), driving, frames, transfer=True)
     fit_turn_to_shift(animator, gain=0.3)
     with torch.no_grad():
         motion = animator.describe(driving)
