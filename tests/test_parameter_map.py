@@ -1,11 +1,14 @@
 """Relative transfer through the rig parameters: the ridge map from a parameter change to the registration windows'
 affines (``modules/parameter_map.py``) and the animator's parameter reader (``model.parameter_reader``)."""
 
+import socket
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from conftest import CONFIGS, metric_by_step, run_cli, tiny_args
 from core.errors import UserFacingError
@@ -23,7 +26,7 @@ P = len(PARAMETER_NAMES)
 
 def linear_motion(changes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Affines ``B×W×2×3`` departing from the identity by ``changes @ weights``."""
-    return torch.eye(2, 3) + (changes @ weights).view(len(changes), -1, 2, 3)
+    return torch.eye(2, 3) + (changes @ weights).view(len(changes), weights.shape[1] // 6, 2, 3)
 
 
 def test_the_map_recovers_a_linear_motion_of_the_parameters():
@@ -46,6 +49,36 @@ def test_the_map_recovers_a_linear_motion_of_the_parameters():
         fit.observe(changes[:4], torch.eye(2, 3).expand(4, 3, 2, 3))
     with pytest.raises(ValueError, match="ridge must be positive"):
         ParameterAffineMap(P, 2, ridge=0.0)
+
+
+def rank_changes(rank: int) -> torch.Tensor:
+    return torch.rand(40, P, generator=torch.Generator().manual_seed(rank)) * 2 - 1
+
+
+def observe_in_process_group(rank: int, world: int, address: str, out: str) -> None:
+    """One process of :func:`test_the_fit_is_summed_over_processes`: its own pairs, then none (rank 0) or its pairs again."""
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world)
+    weights = torch.linspace(-0.1, 0.1, P * 6).view(P, 6)
+    fit = ParameterAffineMap(P, num_windows=1)
+    changes = rank_changes(rank)
+    fit.observe(changes, linear_motion(changes, weights))
+    again = changes[:0] if rank == 0 else changes  # a process with no pair this step must still take part
+    fit.observe(again, linear_motion(again, weights))
+    torch.save(fit.state_dict(), f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_the_fit_is_summed_over_processes(tmp_path):
+    """Under DDP every process holds the sums of all processes' pairs, so every copy of the model answers alike."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(observe_in_process_group, args=(2, f"tcp://127.0.0.1:{port}", str(tmp_path)), nprocs=2)
+    states = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+    assert float(states[0]["count"]) == 120
+    first, second = rank_changes(0).double(), rank_changes(1).double()
+    assert torch.allclose(states[0]["gram"], first.T @ first + 2 * second.T @ second)
 
 
 @pytest.fixture(scope="module")
