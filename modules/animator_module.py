@@ -250,11 +250,13 @@ class AnimatorModule(LightningModule):
         self.last_registration_rate = aligned.float().mean().item()
         return torch.stack([affine for affine, _ in results], 1), aligned
 
-    def transferred_affines(self, affines: Tensor, aligned: Tensor, frames: Tensor, references: Tensor) -> Tensor:
+    def transferred_affines(self, affines: Tensor, aligned: Tensor, frames: Tensor, references: Tensor,
+                            frames_read: Tensor | None = None) -> Tensor:
         """The registration affines of a relative transfer: the driver's registered change (``affines`` ``B×W×2×3`` of
         ``frames`` with ``references``, ``aligned`` ``B×W``) as it is, or with ``parameter_reader`` blended with the
         affines the parameter map gives for the reader's reading of the same change (``parameter_share``; the map's
-        alone where ECC failed). No gradient reaches the reader from here: it learns the parameters only."""
+        alone where ECC failed; ``frames_read``: the reader's vector for ``frames`` where already computed). No gradient
+        reaches the reader from here: it learns the parameters only."""
         if self.parameter_reader is None or self.parameter_map is None:
             return affines
         if not self.parameter_map.fitted and not self.training:
@@ -262,7 +264,8 @@ class AnimatorModule(LightningModule):
                            f"{self.parameter_map.min_observations}: it answers 'no motion', so relative transfer moves by "
                            f"{1 - self.parameter_share:.2f} of the driver's registered change — train longer")
         with torch.no_grad():
-            change = self.parameter_reader(frames).vector - self.parameter_reader(references.expand_as(frames)).vector
+            now = self.parameter_reader(frames).vector if frames_read is None else frames_read.detach()
+            change = now - self.parameter_reader(references.expand_as(frames)).vector
         share = torch.where(aligned, self.parameter_share, 1.0).to(affines.dtype)[..., None, None]
         return (1.0 - share) * affines + share * self.parameter_map(change).to(affines.dtype)
 
@@ -347,13 +350,16 @@ class AnimatorModule(LightningModule):
             m_src = self.descriptor.with_parameters(m_src, batch["source_params"], known)
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
         m_src = self.registered(m_src)
+        # the reader's reading of the driving frames: trained on their parameters, and reused by the cross pairs' transfer
+        reading = self.parameter_reader(driving) if self.parameter_reader is not None and torch.is_grad_enabled() else None
         if self.registration:
             affines, aligned = self.registration_affines(driving, first if relative else source)
             if self.training and torch.is_grad_enabled():
                 self.observe_parameter_map(batch, affines, aligned, ~cross)
             if cross.any():
                 affines = affines.clone()
-                affines[cross] = self.transferred_affines(affines[cross], aligned[cross], driving[cross], first[cross])
+                affines[cross] = self.transferred_affines(affines[cross], aligned[cross], driving[cross], first[cross],
+                                                          None if reading is None else reading.vector[cross])
             m_drv = self.with_registration(m_drv, affines)
         if cross.any():  # as animate's relative transfer
             m_drv = m_drv.replaced(cross, m_src[cross].relative(m_drv[cross], self.registered(motion[2 * size :])))
@@ -384,8 +390,7 @@ class AnimatorModule(LightningModule):
             terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, batch).items()})
             if self.descriptor.trainable:
                 terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, read_drv, batch).items()})
-            if self.parameter_reader is not None:
-                reading = self.parameter_reader(driving)
+            if reading is not None:
                 terms.update({f"reader/{name}": value for name, value in self.parameter_reader.auxiliary_losses(driving, reading, batch).items()})
         return terms, prediction
 
