@@ -24,7 +24,7 @@ from core.warps import RandomWarp
 IMAGE_KEYS = ("source", "driving", "target", "driving_first")
 PARAM_KEYS = ("source_params", "driving_params")
 KEYPOINT_KEYS = ("source_keypoints", "driving_keypoints")
-REGION_KEYS = ("source_regions", "driving_regions")
+REGION_KEYS = ("source_regions", "driving_regions", "target_regions")
 MASK_KEY = "driving_param_mask"
 
 
@@ -141,7 +141,7 @@ class PairAugmentation(nn.Module):
         The source (and ``driving_first``, the source in a self pair) is recoloured by its region map, the driving frame
         and the target by the driving frame's.
         """
-        missing = [k for k in REGION_KEYS if k not in out]
+        missing = [k for k in ("source_regions", "driving_regions") if k not in out]
         if missing:
             raise ValueError(f"PairAugmentation(part_hue={self.part_hue}) needs region maps, the batch lacks {missing}")
         source = out["source"]
@@ -154,7 +154,8 @@ class PairAugmentation(nn.Module):
         turns[keep] = 0.0
         angles = turns * (2 * torch.pi)
         # driving_first is the source in self pairs; cross-identity pairs (another character's frame) are kept
-        by_regions = {"source": "source_regions", "driving": "driving_regions", "target": "driving_regions", "driving_first": "source_regions"}
+        by_regions = {"source": "source_regions", "driving": "driving_regions", "target": "target_regions" if "target_regions" in out else "driving_regions",
+                      "driving_first": "source_regions"}
         for key, regions in by_regions.items():
             if key in out:
                 turn = angles.gather(1, self._part_of_region[out[regions]].flatten(1)).view(batch, 1, *source.shape[-2:])

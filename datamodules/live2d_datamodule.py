@@ -144,10 +144,11 @@ class Live2DClipPairs(Dataset):
             t_drv = int(rng.integers(self.clips[b].frames))
             t_src = int(rng.integers(self.clips[a].frames)) if self.any_portrait_frame else 0
         source, driving = self.frames.frame(a, t_src), self.frames.frame(b, t_drv)
+        target = driving if a == b else self.frames.frame(a, t_drv)
         item = {
             "source": source["image"],
             "driving": driving["image"],
-            "target": driving["image"] if a == b else self.frames.frame(a, t_drv)["image"],
+            "target": target["image"],
             "source_params": source["params"],
             "driving_params": driving["params"],
             "driving_param_mask": driving["param_mask"],
@@ -157,7 +158,8 @@ class Live2DClipPairs(Dataset):
         if self.with_reference:
             item["driving_first"] = source["image"] if a == b else self.frames.frame(b, t_src)["image"]
         if self.ground_truth:
-            item.update(source_regions=source["regions"], driving_regions=driving["regions"], source_keypoints=source["keypoints"], driving_keypoints=driving["keypoints"])
+            item.update(source_regions=source["regions"], driving_regions=driving["regions"], target_regions=target["regions"],
+                        source_keypoints=source["keypoints"], driving_keypoints=driving["keypoints"])
         return item
 
 
@@ -176,6 +178,7 @@ class PuppetShare(Dataset):
     def __init__(self, pairs: PuppetPairs, first_identity: int, ground_truth: bool, with_reference: bool = False) -> None:
         self.pairs, self.first_identity, self.with_reference = pairs, first_identity, with_reference
         self.dropped = () if ground_truth else ("source_regions", "driving_regions", "source_keypoints", "driving_keypoints")
+        self.ground_truth = ground_truth
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -186,6 +189,8 @@ class PuppetShare(Dataset):
             item[key] = item[key] + self.first_identity
         if self.with_reference:
             item["driving_first"] = item["source"]
+        if self.ground_truth:  # as the clips' pairs: the target is the driving frame
+            item["target_regions"] = item["driving_regions"]
         return item
 
 
@@ -231,7 +236,8 @@ class Live2DClipDataModule(PairDataModule):
         cross_fraction: share of the training pairs that are cross-identity pairs among the training characters
             (their replayed trajectories; the portrait at any frame of it): the target is the portrait's
             character in the driver's pose, so motion must be read apart from the driver's face. Their
-            ``driving_regions``/``driving_keypoints`` are the driver's (of the driving frame), not the target's.
+            ``driving_regions``/``driving_keypoints`` are the driver's (of the driving frame); ``target_regions``
+            are the target's (every training pair carries them with ground truth: the driving frame's in self pairs).
             Training batches then carry ``driving_first``, the driver at the portrait's frame (the portrait for
             self pairs), and the animator transfers the driver's change relatively, as it does at test time.
             0: self pairs only.

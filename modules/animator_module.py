@@ -6,7 +6,8 @@ Training step, for a batch of (portrait ``source``, ``driving`` frame) pairs of 
     prediction             = backbone(source, motion_src, motion_drv)      # should equal driving
     identity               = backbone(source, motion_src, motion_src)      # should equal source
 
-and the weighted loss terms of :class:`~modules.losses.LossWeights`, plus the descriptor's and the backbone's own
+(a cross-identity training pair's prediction should equal its ``target``, the portrait's character in the driver's
+pose, not the driver's frame) and the weighted loss terms of :class:`~modules.losses.LossWeights`, plus the descriptor's and the backbone's own
 (``descriptor/…``, ``backbone/…``, ``reader/…`` for a ``parameter_reader``, already weighted by their settings). Validation and test score the clamped
 prediction against ``batch["target"]`` (the driving frame in self-reenactment, the ground-truth frame in
 cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation protocols
@@ -325,8 +326,10 @@ class AnimatorModule(LightningModule):
         A batch with ``driving_first`` (cross-identity training pairs, ``Live2DClipDataModule(cross_fraction)``: the
         driver at the portrait's frame; the portrait itself for self pairs) animates its cross-identity pairs the
         way :meth:`animate` transfers motion relatively — the driver's change since ``driving_first`` applied to the
-        portrait's motion — so the model learns how another character's change looks on this one. Under
-        ``teacher_forcing`` the parameters are transferred as they are.
+        portrait's motion — so the model learns how another character's change looks on this one: the prediction is
+        scored against ``target`` (the portrait's character in the driver's pose), and the region losses use
+        ``target_regions`` (both default to the driving frame's). Under ``teacher_forcing`` the parameters are
+        transferred as they are.
 
         Returns:
             The terms by name — those of :class:`~modules.losses.LossWeights` unweighted, the descriptor's and the
@@ -336,6 +339,10 @@ class AnimatorModule(LightningModule):
         """
         weights = self.losses
         source, driving = batch["source"], batch["driving"]
+        # what the output should be: the driving frame in self pairs, the portrait's character in the driver's pose in
+        # cross-identity pairs (never the driver's own frame); with its region map where the data has one
+        target = batch.get("target", driving)
+        output_regions = batch.get("target_regions", batch.get("driving_regions"))
         first = batch.get("driving_first")  # with cross-identity training pairs: the driver at the portrait's frame
         size = source.shape[0]
         teacher = self.teacher_forcing and "source_params" in batch and "driving_params" in batch
@@ -371,7 +378,7 @@ class AnimatorModule(LightningModule):
             generated = self.backbone.generate(source, m_src, m_drv)
             prediction, identity = generated.prediction, None
         beta, scales = self.reconstruction_beta, self.reconstruction_scales
-        terms = {"reconstruction": pyramid_error(prediction, driving, scales, beta)}
+        terms = {"reconstruction": pyramid_error(prediction, target, scales, beta)}
         if identity is not None:
             terms["identity"] = pyramid_error(identity, source, scales, beta)
         if weights.tv > 0:
@@ -380,14 +387,16 @@ class AnimatorModule(LightningModule):
             if self.motion_loss == "descriptor_delta":
                 terms["motion"] = descriptor_delta_loss(self.descriptor.describe_frozen(prediction), m_drv, m_src)
             else:
-                terms["motion"] = rgb_residual_motion_loss(prediction, driving, source, self.rgb_blur_sigma)
+                terms["motion"] = rgb_residual_motion_loss(prediction, target, source, self.rgb_blur_sigma)
         if self.perceptual is not None:
-            terms["perceptual"] = self.perceptual(prediction, driving)
-        if weights.expression > 0 and "source_regions" in batch and "driving_regions" in batch:
-            expression = torch.maximum(region_mask(batch["source_regions"], EXPRESSION_REGIONS), region_mask(batch["driving_regions"], EXPRESSION_REGIONS))
-            terms["expression"] = region_error(prediction, driving, expression, beta)
+            terms["perceptual"] = self.perceptual(prediction, target)
+        if weights.expression > 0 and "source_regions" in batch and output_regions is not None:
+            expression = torch.maximum(region_mask(batch["source_regions"], EXPRESSION_REGIONS), region_mask(output_regions, EXPRESSION_REGIONS))
+            terms["expression"] = region_error(prediction, target, expression, beta)
         if torch.is_grad_enabled():
-            terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, batch).items()})
+            # the backbone's losses concern the frame it outputs: its regions are the target's
+            as_output = batch if output_regions is None else {**batch, "driving_regions": output_regions}
+            terms.update({f"backbone/{name}": value for name, value in self.backbone.auxiliary_losses(generated, as_output).items()})
             if self.descriptor.trainable:
                 terms.update({f"descriptor/{name}": value for name, value in self.descriptor.auxiliary_losses(driving, read_drv, batch).items()})
             if reading is not None:
