@@ -46,7 +46,8 @@ class PairDataModule(L.LightningDataModule):
     implement :meth:`evaluation_clips` and :meth:`evaluation_reader`. Batches: :class:`core.batch.PairBatch`.
 
     Training shuffles, drops the last partial batch and applies ``augmentation`` (if any) to each batch on its
-    device; its loader is a :class:`ResumableLoader`, whose position and shuffling state go into checkpoints (a run
+    device, keeping the batch as loaded under ``"unaugmented"`` (for losses whose ground truth an augmentation
+    would falsify: a rotated or recoloured frame no longer shows its rig parameters); its loader is a :class:`ResumableLoader`, whose position and shuffling state go into checkpoints (a run
     resumed mid-epoch continues the same order). Validation, test and predict keep the datasets' fixed order,
     unaugmented.
 
@@ -105,7 +106,7 @@ class PairDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         trainer = self.trainer
         if self.augmentation is not None and trainer is not None and trainer.training:
-            return self.augmentation.to(batch["source"].device)(batch)
+            return {**self.augmentation.to(batch["source"].device)(batch), "unaugmented": batch}
         return batch
 
     @property

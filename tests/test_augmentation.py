@@ -20,6 +20,7 @@ def batch(size: int = 48):
 
 def test_a_flip_mirrors_images_regions_keypoints_and_parameters():
     original = batch()
+    original["target_regions"] = original["source_regions"]  # a cross-identity pair's target has its own map
     flipped = PairAugmentation(jitter_p=0.0, affine_p=0.0, flip_p=1.0)(original)
     assert torch.equal(flipped["source"], original["source"].flip(-1))
     assert torch.equal(flipped["driving"], original["driving"].flip(-1))
@@ -29,6 +30,7 @@ def test_a_flip_mirrors_images_regions_keypoints_and_parameters():
     swapped = expected_regions.clone()
     swapped[expected_regions == left], swapped[expected_regions == right] = right, left
     assert (flipped["driving_regions"] == swapped).float().mean() > 0.99
+    assert torch.equal((flipped["target_regions"] == left).sum((1, 2)), (original["source_regions"] == right).sum((1, 2)))
     kp_left, kp_right = KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye")
     width = original["source"].shape[-1]
     mirrored_x = width - 1 - original["driving_keypoints"][:, kp_right, 0]

@@ -97,6 +97,11 @@ def test_cross_identity_training_pairs_stay_among_training_characters(dataset):
         portrait, driver = replay[names[item["identity"]]], replay[names[item["driving_identity"]]]
         t = next(t for t in range(10) if torch.equal(frames.frame(portrait, t)["params"], item["source_params"]))
         assert torch.equal(item["driving_first"], frames.frame(driver, t)["image"])
+        # the target's region map is the portrait's character's at the driver's frame, not the driver's
+        t = next(t for t in range(frames.clips[portrait].frames) if torch.equal(frames.frame(portrait, t)["image"], item["target"]))
+        assert torch.equal(item["target_regions"], frames.frame(portrait, t)["regions"])
+        assert not torch.equal(item["target_regions"], item["driving_regions"])
+    assert all(torch.equal(item["target_regions"], item["driving_regions"]) for item in items if item["identity"] == item["driving_identity"])
     assert "driving_first" not in Live2DClipDataModule(str(dataset), image_size=32, held_out=["Mark"], train_pairs=4).train_set[0]
     with pytest.raises(Exception, match="cross_fraction must be in"):
         Live2DClipDataModule(str(dataset), held_out=["Mark"], cross_fraction=1.0)

@@ -14,6 +14,7 @@ from datamodules import PuppetPairs
 from modules import AnimatorModule
 from modules.backbones import WarpingGenerator
 from modules.backbones.warping import sparse_motions
+from modules.losses import pyramid_error
 from modules.descriptors import KeypointDescriptor, Motion
 from modules.registration import affine_keypoint, reference_keypoint, register_affine, warp_affine
 import modules.registration as registration_module
@@ -126,6 +127,34 @@ def test_cross_identity_training_pairs_are_animated_as_relative_transfer(frames)
     assert torch.allclose(prediction[:2], plain[:2], atol=1e-5), "self pairs: unchanged"
     assert torch.allclose(prediction.clamp(0, 1)[2:], expected["relative"][2:], atol=1e-5)
     assert (prediction.clamp(0, 1)[2:] - expected["absolute"][2:]).abs().max() > 0.01, "not the absolute transfer"
+
+
+def test_cross_identity_training_pairs_are_scored_against_their_target(frames):
+    """A cross pair's prediction should be the portrait's character in the driver's pose (``target``), never the
+    driver's own frame, and the backbone's part loss reads the target's region map (``target_regions``)."""
+    pairs = PuppetPairs(list(range(4)), length=4, image_size=64, seed=0)
+    regions = torch.stack([pairs[i]["source_regions"] for i in range(4)])
+    torch.manual_seed(0)
+    animator = AnimatorModule(descriptor=KeypointDescriptor(num_keypoints=3, width=8, input_size=64, jacobians=True),
+                              backbone=partial(WarpingGenerator, width=8, motion_width=8, refine=False, part_weight=1.0),
+                              image_size=64, registration=[[0.0, 0.0, 1.0]]).eval()
+    shift = torch.tensor([[[1.0, 0.0, 0.06], [0.0, 1.0, 0.02]]]).expand(4, 2, 3)
+    driving = torch.cat([warp_affine(frames[:2], shift[:2]), frames.roll(1, 0)[2:]])  # 2, 3: another character drives
+    first = torch.cat([frames[:2], driving[2:]])
+    target = torch.cat([driving[:2], warp_affine(frames[2:], shift[2:])])  # the portrait's character, moved
+    driving_regions = torch.cat([regions[:2], regions.roll(1, 0)[2:]])
+    target_regions = torch.cat([regions[:2], regions[2:].flip(-1)])
+    batch = {"source": frames, "driving": driving, "target": target, "driving_first": first,
+             "source_regions": regions, "driving_regions": driving_regions, "target_regions": target_regions}
+    terms, prediction = animator.compute_losses(batch)
+    expected = pyramid_error(prediction, target, 1, animator.reconstruction_beta)
+    assert torch.allclose(terms["reconstruction"], expected)
+    assert (pyramid_error(prediction, driving, 1, animator.reconstruction_beta) - expected).abs() > 1e-3, "the driver's frame differs"
+    as_target = {**batch, "driving_regions": target_regions}
+    del as_target["target_regions"]
+    assert torch.allclose(animator.compute_losses(as_target)[0]["backbone/parts"], terms["backbone/parts"])
+    without = {k: v for k, v in batch.items() if k != "target_regions"}  # data without it: the driving frame's map
+    assert (animator.compute_losses(without)[0]["backbone/parts"] - terms["backbone/parts"]).abs() > 1e-4
 
 
 def test_the_drivers_change_can_be_registered_as_a_rigid_motion(frames):
