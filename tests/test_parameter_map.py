@@ -153,6 +153,27 @@ def test_training_fits_the_map_on_own_character_pairs_only_and_trains_the_reader
     assert float(animator.parameter_map.count) == 3 and torch.equal(animator.parameter_map.gram, gram)
 
 
+def test_the_reader_learns_from_the_frames_as_loaded_not_as_augmented(pairs):
+    """An augmented training batch keeps the batch as loaded under ``"unaugmented"`` (``PairDataModule``): the reader
+    reads those frames and is scored against their parameters; the generator's terms stay on the augmented ones."""
+    animator = make_animator().train()
+    loaded = dict(pairs)
+    augmented = {**loaded, "source": loaded["source"].flip(-1), "driving": loaded["driving"].flip(-1) * 0.8,
+                 "driving_params": -loaded["driving_params"]}
+    torch.manual_seed(0)
+    terms, _ = animator.compute_losses({**augmented, "unaugmented": loaded})
+    animator.eval()
+    with torch.no_grad():  # the reader's loss as it would be on each set of frames (eval mode: no batch statistics)
+        on_loaded = animator.parameter_reader.auxiliary_losses(loaded["driving"], animator.parameter_reader(loaded["driving"]), loaded)
+        on_augmented = animator.parameter_reader.auxiliary_losses(augmented["driving"], animator.parameter_reader(augmented["driving"]), augmented)
+    animator.train()
+    torch.manual_seed(0)
+    plain, _ = animator.compute_losses(dict(loaded))
+    assert torch.allclose(terms["reader/parameters"], plain["reader/parameters"]), "the reader saw the loaded frames"
+    assert (on_loaded["parameters"] - on_augmented["parameters"]).abs() > 1e-3, "the two sets of frames read differently"
+    assert (terms["reconstruction"] - plain["reconstruction"]).abs() > 1e-4, "the generator trains on the augmented frames"
+
+
 def test_a_parameter_reader_needs_registration_a_parameter_descriptor_and_a_share_in_range():
     reader = RigDescriptor(input_size=64, keypoint_weight=0.0)
     common = dict(backbone=WarpingGenerator, image_size=64)
