@@ -139,7 +139,7 @@ class PairAugmentation(nn.Module):
         """Turn each part's hue by its own random angle per pair (``part_p`` of them), in place.
 
         The source (and ``driving_first``, the source in a self pair) is recoloured by its region map, the driving frame
-        and the target by the driving frame's.
+        by its own and the target by ``target_regions`` (the driving frame's where the batch has none).
         """
         missing = [k for k in ("source_regions", "driving_regions") if k not in out]
         if missing:

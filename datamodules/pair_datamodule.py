@@ -47,8 +47,9 @@ class PairDataModule(L.LightningDataModule):
 
     Training shuffles, drops the last partial batch and applies ``augmentation`` (if any) to each batch on its
     device, keeping the batch as loaded under ``"unaugmented"`` (for losses whose ground truth an augmentation
-    would falsify: a rotated or recoloured frame no longer shows its rig parameters); its loader is a :class:`ResumableLoader`, whose position and shuffling state go into checkpoints (a run
-    resumed mid-epoch continues the same order). Validation, test and predict keep the datasets' fixed order,
+    would falsify: a rotated or recoloured frame no longer shows its rig parameters); its loader is a
+    :class:`ResumableLoader`, whose position and shuffling state go into checkpoints (a run resumed mid-epoch
+    continues the same order). Validation, test and predict keep the datasets' fixed order,
     unaugmented.
 
     Predict: the clips of :attr:`predict_names`, as test's protocols (:meth:`protocol_loader`).

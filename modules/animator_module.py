@@ -7,10 +7,11 @@ Training step, for a batch of (portrait ``source``, ``driving`` frame) pairs of 
     identity               = backbone(source, motion_src, motion_src)      # should equal source
 
 (a cross-identity training pair's prediction should equal its ``target``, the portrait's character in the driver's
-pose, not the driver's frame) and the weighted loss terms of :class:`~modules.losses.LossWeights`, plus the descriptor's and the backbone's own
-(``descriptor/…``, ``backbone/…``, ``reader/…`` for a ``parameter_reader``, already weighted by their settings). Validation and test score the clamped
-prediction against ``batch["target"]`` (the driving frame in self-reenactment, the ground-truth frame in
-cross-identity pairs) with torchmetrics' L1, PSNR and SSIM. Under the evaluation protocols
+pose, not the driver's frame) and the weighted loss terms of :class:`~modules.losses.LossWeights`, plus the
+descriptor's and the backbone's own (``descriptor/…``, ``backbone/…``, ``reader/…`` for a ``parameter_reader``,
+already weighted by their settings). Validation and test score the clamped prediction against ``batch["target"]``
+(the driving frame in self-reenactment, the ground-truth frame in cross-identity pairs) with torchmetrics' L1, PSNR
+and SSIM. Under the evaluation protocols
 (:mod:`datamodules.protocols`) test logs ``test/<protocol>/<split>/<metric>``, where cross-identity pairs are
 animated twice: ``cross_absolute`` (the driver's motion as is) and ``cross_relative`` (the driver's change since
 its first frame applied to the portrait; with ``adapt_movement_scale`` its keypoint movement is scaled to the
