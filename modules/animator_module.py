@@ -359,7 +359,7 @@ class AnimatorModule(LightningModule):
             m_drv = self.descriptor.with_parameters(m_drv, batch["driving_params"], known)
         m_src = self.registered(m_src)
         # the reader learns the parameters from the driving frames as loaded: an augmentation's rotation, recolouring
-        # and mirroring falsify what a frame shows of them (held-out head-angle change error 0.15 against 0.24, a
+        # and mirroring falsify what a frame shows of them (held-out head-angle change error 0.15 against 0.22–0.24, a
         # reader trained alone for 700 steps on clean or augmented frames; README, Quality); without augmentation
         # its reading is reused by the cross pairs' transfer
         loaded = batch.get("unaugmented", batch)
