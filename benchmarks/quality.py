@@ -28,6 +28,10 @@ Scores, on the held-out characters only (``datamodules.protocols``):
   scored once, with the flow ceiling). A method, as it reads only the driver: what a single global motion does;
 * **fps** — networks only (registration included), 256² batch 1 on this machine, portrait described once, timed on
   the first held-out self pair (upscaled: real frames, since ECC's iterations depend on the content);
+* **own motion** (cross only) — the same generator driven by the target itself (absolute: the target's own motion,
+  registered with the portrait): not a method, as it reads the answer, but what the generator makes of a *perfect
+  transfer*; the gap between it and ``rel`` is the transfer's (how the driver's motion is mapped onto the portrait),
+  the gap between it and the flow ceiling the generator's;
 * **true parameters** (descriptors whose vector is the rig parameters) — the same items animated with the
   ground-truth parameters of portrait and driver in place of the descriptor's reading (landmarks still read:
   absolute in self, relative in cross): what the generator makes of a perfect reading, i.e. of a parameter
@@ -255,6 +259,7 @@ def evaluate(model, datamodule, clips: int, frames: int, flow_ceiling: bool = Tr
             if protocol == "cross":
                 outputs["rel"] = plain["relative"]
                 outputs["rel+scale"] = model.animate(source, batch["driving"], batch["driving_first"], scale_movement=True)["relative"]
+                outputs["own"] = model.animate(source, target)["absolute"]  # the portrait's own motion: reads the target
             if model.descriptor.vector_is_parameters:
                 outputs["params"] = animate_with_true_parameters(model, batch, relative=protocol == "cross")
             outputs["floor"] = source
@@ -377,12 +382,13 @@ def print_table(results: list[dict], held_out: list[str]) -> None:
         return f"{cell(s, 'cross', 'l1', kind, character)} {character}"
 
     markdown_table(["run", "steps", "self L1 (under floor)", "face L1, self", "cross (animate's transfer)", "worst portrait",
-                    "face L1, cross", "fps 256²"],
+                    "face L1, cross", "cross, own motion (worst)", "fps 256²"],
                    [[r["name"], str(r["steps"]), cell(r["scores"], "self", "l1", "abs"), cell(r["scores"], "self", "face", "abs"),
                      f"{r['cross_kind']}: {cell(r['scores'], 'cross', 'l1', r['cross_kind'])}", worst(r["scores"], r["cross_kind"]),
-                     cell(r["scores"], "cross", "face", r["cross_kind"]), f"{r['fps']:.1f}"] for r in results])
-    markdown_table(["run", "portrait", "cross floor", "abs", "rel", "rel+scale"],
-                   [[r["name"], c, f"{r['scores'][f'cross/l1/floor/{c}']:.4f}", *(cell(r["scores"], "cross", "l1", k, c) for k in ("abs", "rel", "rel+scale"))]
+                     cell(r["scores"], "cross", "face", r["cross_kind"]), f"{cell(r['scores'], 'cross', 'l1', 'own')} ({worst(r['scores'], 'own')})",
+                     f"{r['fps']:.1f}"] for r in results])
+    markdown_table(["run", "portrait", "cross floor", "abs", "rel", "rel+scale", "own motion (reads the target)"],
+                   [[r["name"], c, f"{r['scores'][f'cross/l1/floor/{c}']:.4f}", *(cell(r["scores"], "cross", "l1", k, c) for k in ("abs", "rel", "rel+scale", "own"))]
                     for r in results for c in held_out])
     driven = [r for r in results if "self/l1/params" in r["scores"]]
     if driven:

@@ -41,7 +41,7 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
         scores = result["scores"]
         assert result["steps"] > 0 and result["fps"] > 0
         for character in ("C", "D"):
-            for kind in ("floor", "abs", "rel", "rel+scale"):
+            for kind in ("floor", "abs", "rel", "rel+scale", "own"):
                 assert 0 < scores[f"cross/l1/{kind}/{character}"] < 1, (kind, character)
         assert scores["self/l1/floor"] > 0 and scores["self/face/floor"] > scores["self/l1/floor"], "expression pixels change most"
         assert result["cross_kind"] == "rel", "animate's default transfer: relative, without the movement scale"
@@ -59,6 +59,8 @@ def test_benchmark_trains_each_run_for_the_budget_and_scores_held_out_characters
     headline = next(line for line in printed.splitlines() if line.startswith("| kp | "))
     worst = max("CD", key=lambda c: second[f"cross/l1/rel/{c}"] / second[f"cross/l1/floor/{c}"])
     assert "| rel: " in headline and f"%) {worst} |" in headline, "the headline names the worst portrait in animate's transfer"
+    assert "own motion (reads the target)" in printed.split("| kp | D |")[0], "the per-portrait table has the perfect-transfer column"
+    assert not any(key.startswith("self/") and "/own" in key for key in first), "own motion is the target's: the same as abs in self"
     assert "a warp that reads the target" in printed and "registration alone" in printed and "| rig |" in printed and "| kp | D |" in printed and "benchmark ETA" not in printed.split("held-out characters")[1]
 
 
