@@ -37,7 +37,7 @@ from core.frames import composite, open_frames
 from core.vocabulary import default_parameters
 from datamodules.face_landmarks import FaceObservation, FaceTracker, face_measures, landmark_features, neutral_measures, parameters_from_measures
 from modules.animator_checkpoint import load_animator
-from modules.animator_module import AnimatorModule
+from modules.animator_module import AnimatorModule, PreparedReference
 from modules.descriptors.base import Motion
 from modules.descriptors.rig import normalise_rig_parameters
 
@@ -154,8 +154,7 @@ class Animation:
         self.animator, self.human, self.relative = animator, human, relative
         with torch.no_grad():
             self.portrait = animator.prepare(portrait)
-        self.first: Motion | None = None
-        self.first_frame: torch.Tensor | None = None
+        self.first: PreparedReference | None = None  # the first driving frame, read once
         self.unregistered = 0  # driving frames ECC could not align (their registration keypoints stayed still)
 
     @torch.no_grad()
@@ -169,10 +168,9 @@ class Animation:
             result = self.animator.animate_motion(self.portrait, motion, self.human.reference() if self.relative else None)
         else:
             frame = to_tensor(square(rgb, size))
-            if self.first is None:
-                self.first, self.first_frame = self.animator.describe(frame), frame
-            reference, reference_frame = (self.first, self.first_frame) if self.relative else (None, None)
-            result = self.animator.animate_frame(self.portrait, frame, reference, reference_frame=reference_frame)
+            if self.first is None and self.relative:
+                self.first = self.animator.prepare_reference(frame)
+            result = self.animator.animate_frame(self.portrait, frame, self.first)
             if self.animator.registration and self.animator.last_registration_rate < 1.0:
                 self.unregistered += 1
         return (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -21,7 +21,8 @@ Inference, the one API commands, benchmarks and export use (a stream of driving 
 
     portrait = animator.prepare(image)                                 # 1×3×H×W in [0, 1]
     frame    = animator.animate_frame(portrait, driving_frame)         # absolute
-    frame    = animator.animate_frame(portrait, driving_frame, first)  # relative to a reference Motion
+    first    = animator.prepare_reference(first_frame)                # the driver's neutral frame, read once
+    frame    = animator.animate_frame(portrait, driving_frame, first)  # relative to it
     frame    = animator.animate_motion(portrait, animator.motion_from_vector(vector), reference)
 """
 
@@ -71,6 +72,22 @@ class PreparedPortrait:
 
     image: Tensor
     motion: Motion
+
+
+@dataclass(frozen=True)
+class PreparedReference:
+    """The driver's reference frame of relative transfer (a clip's first frame), read once for a stream of driving
+    frames (:meth:`AnimatorModule.prepare_reference`).
+
+    Attributes:
+        image: ``B×3×H×W`` in ``[0, 1]`` (the frame the driving frames are registered with).
+        motion: the descriptor's reading of ``image``.
+        parameters: the parameter reader's vector for ``image``, ``B×P`` (``None`` without ``parameter_reader``).
+    """
+
+    image: Tensor
+    motion: Motion
+    parameters: Tensor | None = None
 
 
 def non_finite_entries(tensors: dict[str, Any]) -> list[str]:
@@ -253,12 +270,13 @@ class AnimatorModule(LightningModule):
         return torch.stack([affine for affine, _ in results], 1), aligned
 
     def transferred_affines(self, affines: Tensor, aligned: Tensor, frames: Tensor, references: Tensor,
-                            frames_read: Tensor | None = None) -> Tensor:
+                            frames_read: Tensor | None = None, references_read: Tensor | None = None) -> Tensor:
         """The registration affines of a relative transfer: the driver's registered change (``affines`` ``B×W×2×3`` of
         ``frames`` with ``references``, ``aligned`` ``B×W``) as it is, or with ``parameter_reader`` blended with the
         affines the parameter map gives for the reader's reading of the same change (``parameter_share``; the map's
-        alone where ECC failed; ``frames_read``: the reader's vector for ``frames`` where already computed). No gradient
-        reaches the reader from here: it learns the parameters only."""
+        alone where ECC failed; ``frames_read``, ``references_read``: the reader's vectors for ``frames`` and
+        ``references`` where already computed, the latter ``B×P`` or ``1×P``). No gradient reaches the reader from
+        here: it learns the parameters only."""
         if self.parameter_reader is None or self.parameter_map is None:
             return affines
         if not self.parameter_map.fitted and not self.training:
@@ -267,7 +285,8 @@ class AnimatorModule(LightningModule):
                            f"{1 - self.parameter_share:.2f} of the driver's registered change — train longer")
         with torch.no_grad():
             now = self.parameter_reader(frames).vector if frames_read is None else frames_read.detach()
-            change = now - self.parameter_reader(references.expand_as(frames)).vector
+            first = self.parameter_reader(references.expand_as(frames)).vector if references_read is None else references_read.detach()
+            change = now - first
         share = torch.where(aligned, self.parameter_share, 1.0).to(affines.dtype)[..., None, None]
         return (1.0 - share) * affines + share * self.parameter_map(change).to(affines.dtype)
 
@@ -285,11 +304,12 @@ class AnimatorModule(LightningModule):
         return replace(motion, keypoints=torch.cat([motion.keypoints, keypoints], 1), jacobians=torch.cat([motion.jacobians, jacobians], 1))
 
     def registered(self, motion: Motion, frames: Tensor | None = None, references: Tensor | None = None,
-                   transfer: bool = False) -> Motion:
+                   transfer: bool = False, references_read: Tensor | None = None) -> Motion:
         """``motion`` with the registration keypoints appended (one per window of ``registration``) where the motion
         lacks them (unchanged otherwise): those of ``frames`` registered with ``references`` (``B×3×H×W``; a single
         reference serves every frame; ``transfer``: the driver's own first frame in relative transfer, registered with
-        ``registration_transfer`` motions and blended with the parameter map's, :meth:`transferred_affines`), or
+        ``registration_transfer`` motions and blended with the parameter map's, :meth:`transferred_affines`, with
+        ``references_read`` the reader's vector for ``references`` where already computed), or
         without frames the reference's own — the centre with the identity Jacobian, which is also what a motion from
         a vector (a human face, parameters) gets: nothing to register."""
         if not self.registration or motion.keypoints.shape[1] > self.descriptor.spec.num_keypoints:
@@ -298,7 +318,7 @@ class AnimatorModule(LightningModule):
             return self.with_registration(motion, None)
         affines, aligned = self.registration_affines(frames, references, self.registration_transfer if transfer else "affine")
         if transfer:
-            affines = self.transferred_affines(affines, aligned, frames, references)
+            affines = self.transferred_affines(affines, aligned, frames, references, references_read=references_read)
         return self.with_registration(motion, affines)
 
     def observe_parameter_map(self, batch: dict[str, Tensor], affines: Tensor, aligned: Tensor, own: Tensor) -> None:
@@ -470,6 +490,14 @@ class AnimatorModule(LightningModule):
         driving frames (:meth:`animate_frame`, :meth:`animate_motion`)."""
         return PreparedPortrait(portrait, self.registered(self.describe(portrait)))
 
+    def prepare_reference(self, frame: Tensor) -> PreparedReference:
+        """The driver's reference frame ``B×3×H×W`` in ``[0, 1]`` (its neutral pose, a clip's first frame) with the
+        descriptor's and the parameter reader's readings of it, computed once for a stream of driving frames
+        (:meth:`animate_frame`'s relative transfer)."""
+        with torch.no_grad():
+            parameters = self.parameter_reader(frame).vector if self.parameter_reader is not None else None
+        return PreparedReference(frame, self.describe(frame), parameters)
+
     def motion_from_vector(self, vector: Tensor) -> Motion:
         """The motion of a descriptor vector ``B×D`` from elsewhere (the adapter's output for a human face, rig
         parameters read geometrically); ``NotImplementedError`` for descriptors whose vector does not determine
@@ -496,18 +524,23 @@ class AnimatorModule(LightningModule):
             motion = portrait.motion.relative(motion, reference, scale)
         return self.backbone(portrait.image, portrait.motion, motion).clamp(0.0, 1.0)
 
-    def animate_frame(self, portrait: PreparedPortrait, driving: Tensor, reference: Motion | None = None,
+    def animate_frame(self, portrait: PreparedPortrait, driving: Tensor, reference: PreparedReference | Motion | None = None,
                       scale_movement: bool | None = None, reference_frame: Tensor | None = None) -> Tensor:
         """The portrait in the pose of the driving frame ``B×3×H×W`` (read by the descriptor); arguments as
-        :meth:`animate_motion`. With ``registration`` the frame is registered with the portrait (absolute) or with
-        ``reference_frame``, the frame ``reference`` describes (relative; then required)."""
+        :meth:`animate_motion`, ``reference`` from :meth:`prepare_reference` (or a :class:`Motion` alone). With
+        ``registration`` the frame is registered with the portrait (absolute) or with the reference's frame
+        (relative: a :class:`PreparedReference`'s, or ``reference_frame``, the frame a ``Motion`` reference describes,
+        then required)."""
+        read = None
+        if isinstance(reference, PreparedReference):
+            reference, reference_frame, read = reference.motion, reference.image, reference.parameters
         motion = self.describe(driving)
         if self.registration:
             if reference is not None and reference_frame is None:
                 raise ValueError("this animator registers each driving frame with its reference: relative transfer needs "
-                                 "reference_frame, the frame that `reference` describes")
+                                 "reference_frame, the frame that `reference` describes (or a reference from prepare_reference)")
             motion = self.registered(motion, driving, portrait.image if reference is None else reference_frame,
-                                     transfer=reference is not None)
+                                     transfer=reference is not None, references_read=read)
         return self.animate_motion(portrait, motion, reference, scale_movement)
 
     def animate(self, source: Tensor, driving: Tensor, driving_first: Tensor | None = None,

@@ -2,6 +2,7 @@
 affines (``modules/parameter_map.py``) and the animator's parameter reader (``model.parameter_reader``)."""
 
 import socket
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -135,6 +136,32 @@ def test_relative_transfer_blends_the_drivers_registered_change_with_the_paramet
         failed = animator.registered(animator.describe(blank), blank, frames, transfer=True).keypoints[:, -1]
         change = animator.parameter_reader(blank).vector - animator.parameter_reader(frames).vector
         assert torch.allclose(failed, affine_keypoint(animator.parameter_map(change)[:, 0])[0][:, 0], atol=1e-5), "ECC failed: the parameters alone"
+
+
+def test_a_prepared_reference_is_read_once_for_a_stream(pairs):
+    """Relative transfer of a stream against ``prepare_reference``: the frames ``animate_frame`` gives with the
+    reference's motion and frame, while the reader reads the reference once instead of once a frame."""
+    frames = pairs["source"]
+    animator = make_animator().eval()
+    fit_turn_to_shift(animator, gain=0.3)
+    calls = []
+    animator.parameter_reader.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    with torch.no_grad():
+        portrait = animator.prepare(frames[:1])
+        reference = animator.prepare_reference(frames[1:2])
+        assert calls == [1] and torch.equal(reference.image, frames[1:2])
+        assert torch.equal(reference.parameters, animator.parameter_reader(frames[1:2]).vector)
+        for t in (2, 3):
+            calls.clear()
+            prepared = animator.animate_frame(portrait, frames[t : t + 1], reference)
+            assert calls == [1], "the driving frame only"
+            calls.clear()
+            expected = animator.animate_frame(portrait, frames[t : t + 1], animator.describe(frames[1:2]), reference_frame=frames[1:2])
+            assert calls == [1, 1], "the driving frame and the reference again"
+            assert torch.allclose(prepared, expected, atol=1e-6), t
+            turned = reference.parameters + torch.eye(P)[PARAMETER_INDEX["ParamAngleX"]]
+            swapped = animator.animate_frame(portrait, frames[t : t + 1], replace(reference, parameters=turned))
+            assert (swapped - expected).abs().mean() > 0.01, "the reference's reading is the one used"
 
 
 def test_training_fits_the_map_on_own_character_pairs_only_and_trains_the_reader(pairs):
